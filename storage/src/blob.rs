@@ -1,0 +1,269 @@
+//! Blob I/O for namespace files over any `object_store` backend.
+//!
+//! [`BlobStore`] is the only thing in Warren that talks to object storage for file bytes. Every
+//! method takes a validated `(WorkspaceId, Namespace, NsPath)` and derives the key through
+//! [`crate::layout`], so a caller cannot name an object outside the namespace it holds.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use object_store::buffered::BufWriter;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::{ObjectStore, path::Path};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::layout::Layout;
+use crate::names::{Namespace, NsPath, WorkspaceId};
+
+/// Size of one multipart part. Uploads smaller than this are sent as a single PUT; S3 needs
+/// parts of at least 5 MiB.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts in flight per upload; bounds an upload's memory at about `PART_SIZE * (this + 1)`.
+const PART_CONCURRENCY: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("object not found")]
+    NotFound,
+    #[error("invalid storage url {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("object store: {0}")]
+    Backend(#[source] object_store::Error),
+    #[error("object store i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<object_store::Error> for Error {
+    fn from(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { .. } => Error::NotFound,
+            other => Error::Backend(other),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a finished write stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the content: the same on every backend, so it can be compared
+    /// with a hash computed anywhere else (exec sync-back, snapshots).
+    pub sha256: String,
+}
+
+/// A readable object: its full size and a stream of at most the requested number of bytes.
+pub struct Blob {
+    pub size: u64,
+    pub stream: BoxStream<'static, Result<Bytes>>,
+}
+
+/// Namespace-scoped blob storage on top of one `ObjectStore`.
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    layout: Layout,
+}
+
+impl BlobStore {
+    pub fn new(store: Arc<dyn ObjectStore>, root: Path) -> Self {
+        Self {
+            store,
+            layout: Layout::new(root),
+        }
+    }
+
+    /// Opens a backend from a URL: `file:///abs/dir`, `memory://`, or `s3://bucket[/prefix]`.
+    /// S3 settings come from the standard AWS environment (`AWS_ENDPOINT_URL`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
+    pub fn open(url: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let parsed = url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+        match parsed.scheme() {
+            "memory" => Ok(Self::new(Arc::new(InMemory::new()), Path::default())),
+            "file" => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|_| invalid("expected file:///absolute/path"))?;
+                std::fs::create_dir_all(&dir)?;
+                let fs = LocalFileSystem::new_with_prefix(&dir)?.with_automatic_cleanup(true);
+                Ok(Self::new(Arc::new(fs), Path::default()))
+            }
+            "s3" => {
+                let bucket = parsed
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| invalid("expected s3://bucket/prefix"))?;
+                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()?;
+                let root = Path::from(parsed.path().trim_matches('/'));
+                Ok(Self::new(Arc::new(s3), root))
+            }
+            other => Err(invalid(&format!("unsupported scheme {other:?}"))),
+        }
+    }
+
+    /// The underlying store, for benchmarks and tests that compare against raw `object_store`.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Starts a streamed write. Nothing is visible at the key until [`BlobWriter::finish`].
+    pub fn writer(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> BlobWriter {
+        let key = self.layout.file_key(ws, ns, path);
+        BlobWriter {
+            inner: BufWriter::with_capacity(Arc::clone(&self.store), key, PART_SIZE)
+                .with_max_concurrency(PART_CONCURRENCY),
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    /// Writes a whole object from memory.
+    pub async fn put(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        path: &NsPath,
+        bytes: Bytes,
+    ) -> Result<Written> {
+        let mut w = self.writer(ws, ns, path);
+        w.write(bytes).await?;
+        w.finish().await
+    }
+
+    /// Opens an object for reading, yielding at most `max_bytes` of it.
+    pub async fn read(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        path: &NsPath,
+        max_bytes: u64,
+    ) -> Result<Blob> {
+        let key = self.layout.file_key(ws, ns, path);
+        let got = self.store.get(&key).await?;
+        let size = got.meta.size;
+        let stream = got
+            .into_stream()
+            .scan(max_bytes, |remaining, item| {
+                if *remaining == 0 {
+                    return futures::future::ready(None);
+                }
+                let item = item.map_err(Error::from).map(|mut chunk| {
+                    if chunk.len() as u64 > *remaining {
+                        chunk.truncate(*remaining as usize);
+                    }
+                    *remaining -= chunk.len() as u64;
+                    chunk
+                });
+                futures::future::ready(Some(item))
+            })
+            .boxed();
+        Ok(Blob { size, stream })
+    }
+
+    /// Reads at most `max_bytes` of an object into memory; returns them with the full size.
+    pub async fn read_prefix(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        path: &NsPath,
+        max_bytes: u64,
+    ) -> Result<(Bytes, u64)> {
+        let mut blob = self.read(ws, ns, path, max_bytes).await?;
+        let mut buf = Vec::with_capacity(blob.size.min(max_bytes) as usize);
+        while let Some(chunk) = blob.stream.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        Ok((Bytes::from(buf), blob.size))
+    }
+
+    /// Deletes an object. Deleting a missing object succeeds: deletes are retried by the
+    /// sweeper and must be idempotent.
+    pub async fn delete(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> Result<()> {
+        let key = self.layout.file_key(ws, ns, path);
+        match self.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Lists every file object of a namespace with its size. Keys that do not decode to a valid
+    /// [`NsPath`] (written by something other than Warren) are reported as errors, not skipped
+    /// silently.
+    pub fn list(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+    ) -> BoxStream<'static, Result<(NsPath, u64), ListError>> {
+        let prefix = self.layout.files_prefix(ws, ns);
+        let layout = self.layout.clone();
+        self.store
+            .list(Some(&prefix))
+            .map(move |r| {
+                let meta = r.map_err(|e| ListError::Store(e.into()))?;
+                let path = layout
+                    .path_of(&prefix, &meta.location)
+                    .ok_or_else(|| ListError::Foreign(meta.location.to_string()))?;
+                Ok((path, meta.size))
+            })
+            .boxed()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error(transparent)]
+    Store(Error),
+    #[error("object key {0:?} is not a valid namespace path")]
+    Foreign(String),
+}
+
+/// A streamed upload. Memory use is bounded by the part size, whatever the object size.
+pub struct BlobWriter {
+    inner: BufWriter,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl BlobWriter {
+    pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.hasher.update(&chunk);
+        self.size += chunk.len() as u64;
+        self.inner.put(chunk).await?;
+        Ok(())
+    }
+
+    /// Bytes accepted so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Publishes the object atomically: readers see the old content or the new, never a mix.
+    pub async fn finish(mut self) -> Result<Written> {
+        self.inner.shutdown().await?;
+        Ok(Written {
+            size: self.size,
+            sha256: hex::encode(self.hasher.finalize()),
+        })
+    }
+
+    /// Drops the upload; any parts already sent are cleaned up.
+    pub async fn abort(mut self) -> Result<()> {
+        self.inner.abort().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,81 @@
+//! The object key layout. The only place that turns names into object keys.
+//!
+//! Live files sit at natural keys, `<root>/ws/<ws>/ns/<ns>/files/<path>`, so an operator can
+//! browse or back up one namespace with ordinary S3 tools. Each path component is
+//! percent-encoded by `object_store`'s `PathPart` where it holds characters that some backends
+//! reserve (`#`, `%`, `\`, `*`, …); ordinary names are stored as they are.
+
+use object_store::path::{Path, PathPart};
+
+use crate::names::{Namespace, NsPath, WorkspaceId};
+
+#[derive(Clone, Debug)]
+pub struct Layout {
+    root: Path,
+}
+
+impl Layout {
+    pub fn new(root: Path) -> Self {
+        Self { root }
+    }
+
+    /// `<root>/ws/<ws>/ns/<ns>/files`: the prefix of every live file of a namespace.
+    pub fn files_prefix(&self, ws: &WorkspaceId, ns: &Namespace) -> Path {
+        self.namespace_prefix(ws, ns).child("files")
+    }
+
+    /// `<root>/ws/<ws>/ns/<ns>`: everything Warren stores for a namespace's live tree.
+    pub fn namespace_prefix(&self, ws: &WorkspaceId, ns: &Namespace) -> Path {
+        self.root
+            .child("ws")
+            .child(ws.as_str())
+            .child("ns")
+            .child(ns.as_str())
+    }
+
+    pub fn file_key(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> Path {
+        let mut key = self.files_prefix(ws, ns);
+        for part in path.components() {
+            key = key.child(PathPart::from(part));
+        }
+        key
+    }
+
+    /// Inverse of [`Layout::file_key`] for keys under `prefix` (a `files_prefix`).
+    pub fn path_of(&self, prefix: &Path, key: &Path) -> Option<NsPath> {
+        let rest = key.prefix_match(prefix)?;
+        let mut decoded = Vec::new();
+        for part in rest {
+            let raw = percent_encoding::percent_decode_str(part.as_ref())
+                .decode_utf8()
+                .ok()?;
+            decoded.push(raw.into_owned());
+        }
+        if decoded.is_empty() {
+            return None;
+        }
+        NsPath::parse(&decoded.join("/")).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_natural_and_round_trip() {
+        let layout = Layout::new(Path::from("pre/fix"));
+        let ws = WorkspaceId::parse("ws-0123456789abcdef").unwrap();
+        let ns = Namespace::parse("alice").unwrap();
+        let p = NsPath::parse("docs/a b#1%.txt").unwrap();
+        let key = layout.file_key(&ws, &ns, &p);
+        assert_eq!(
+            key.as_ref(),
+            "pre/fix/ws/ws-0123456789abcdef/ns/alice/files/docs/a b%231%25.txt"
+        );
+        let prefix = layout.files_prefix(&ws, &ns);
+        assert_eq!(layout.path_of(&prefix, &key), Some(p));
+        let other = layout.files_prefix(&ws, &Namespace::parse("bob").unwrap());
+        assert_eq!(layout.path_of(&other, &key), None);
+    }
+}

@@ -1,0 +1,13 @@
+//! Storage for Warren: validated names and paths, the object key layout, and blob I/O over the
+//! `object_store` crate (local filesystem, in-memory, S3).
+//!
+//! This crate knows nothing of HTTP or SQL. Its contract: every object key is derived from a
+//! validated `(WorkspaceId, Namespace, NsPath)`, and [`NsPath`] is the one path validator shared
+//! by every caller.
+
+pub mod blob;
+pub mod layout;
+pub mod names;
+
+pub use blob::{Blob, BlobStore, BlobWriter, Error, Written};
+pub use names::{NameError, Namespace, NsPath, WorkspaceId};
