@@ -47,7 +47,9 @@ impl WorkspaceId {
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let ok = s.len() == 19
             && s.starts_with("ws-")
-            && s[3..].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            && s[3..]
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if ok {
             Ok(Self(s.to_owned()))
         } else {
@@ -263,8 +265,16 @@ mod tests {
         assert_eq!(ok("a//b/"), "a/b");
         assert_eq!(ok("./a/./b"), "a/b");
         assert_eq!(ok(""), "");
-        assert_eq!(ok("workspace/x"), "workspace/x", "write side never strips the prefix");
-        assert_eq!(ok("%2e%2e/x"), "%2e%2e/x", "decoded once already; literal name");
+        assert_eq!(
+            ok("workspace/x"),
+            "workspace/x",
+            "write side never strips the prefix"
+        );
+        assert_eq!(
+            ok("%2e%2e/x"),
+            "%2e%2e/x",
+            "decoded once already; literal name"
+        );
     }
 
     #[test]
@@ -324,11 +334,26 @@ mod tests {
 
     #[test]
     fn namespace_rule() {
-        for good in ["alice", "u-0123456789abcdef", "session.abc_1", "A", &"a".repeat(64)] {
+        for good in [
+            "alice",
+            "u-0123456789abcdef",
+            "session.abc_1",
+            "A",
+            &"a".repeat(64),
+        ] {
             assert!(Namespace::parse(good).is_ok(), "{good}");
         }
         for bad in [
-            "", ".", "..", "-x", ".hidden", "a/b", "a b", "é", "a\0", &"a".repeat(65),
+            "",
+            ".",
+            "..",
+            "-x",
+            ".hidden",
+            "a/b",
+            "a b",
+            "é",
+            "a\0",
+            &"a".repeat(65),
         ] {
             assert!(Namespace::parse(bad).is_err(), "{bad:?}");
         }

@@ -88,7 +88,11 @@ async fn read_is_capped(f: Fixture) {
         .put(&f.ws, &a, &p("big"), Bytes::from(data.clone()))
         .await
         .unwrap();
-    let (prefix, size) = f.store.read_prefix(&f.ws, &a, &p("big"), 1000).await.unwrap();
+    let (prefix, size) = f
+        .store
+        .read_prefix(&f.ws, &a, &p("big"), 1000)
+        .await
+        .unwrap();
     assert_eq!(size, 100_000);
     assert_eq!(&prefix[..], &data[..1000]);
     let blob = f.store.read(&f.ws, &a, &p("big"), 0).await.unwrap();
@@ -118,7 +122,9 @@ async fn streamed_multipart_write(f: Fixture) {
 async fn aborted_write_leaves_nothing(f: Fixture) {
     let a = ns("alice");
     let mut w = f.store.writer(&f.ws, &a, &p("gone.bin"));
-    w.write(Bytes::from(vec![1u8; 9 * 1024 * 1024])).await.unwrap();
+    w.write(Bytes::from(vec![1u8; 9 * 1024 * 1024]))
+        .await
+        .unwrap();
     w.abort().await.unwrap();
     assert!(matches!(
         read_all(&f, &a, &p("gone.bin")).await,

@@ -1,0 +1,245 @@
+//! The metadata store: workspaces, API keys, the file tree index and the event log.
+//!
+//! [`MetaStore`] is the narrow interface the services use. Each method is one transaction, so a
+//! state change and the event that records it are committed together or not at all. SQLite is
+//! the implementation today; PostgreSQL is meant to be a second implementation of the same trait
+//! run through the same suite (`tests/meta_store.rs`), so nothing SQLite-specific may leak out
+//! of `sqlite.rs`.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use warren_storage::{Namespace, NsPath, WorkspaceId};
+
+use crate::ids::{EventId, KeyId, Micros};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The change contradicts the current tree (a file where a directory is needed, …).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Backend(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Admin,
+    Workspace,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Workspace => "workspace",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "admin" => Ok(Scope::Admin),
+            "workspace" => Ok(Scope::Workspace),
+            other => Err(Error::Corrupt(format!("unknown key scope {other:?}"))),
+        }
+    }
+}
+
+/// An API key as stored, minus its hash.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    pub workspace: WorkspaceId,
+    pub name: String,
+    pub prefix: String,
+    pub scope: Scope,
+    /// The namespace a workspace key is locked to; `None` for admin and unlocked keys.
+    pub namespace: Option<Namespace>,
+    pub created_at: Micros,
+    pub last_used_at: Option<Micros>,
+}
+
+/// A key to insert: the record plus the HMAC of its plaintext.
+pub struct NewKey {
+    pub record: KeyRecord,
+    pub hash: [u8; 32],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "dir",
+            EntryKind::Symlink => "symlink",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "file" => Ok(EntryKind::File),
+            "dir" => Ok(EntryKind::Dir),
+            "symlink" => Ok(EntryKind::Symlink),
+            other => Err(Error::Corrupt(format!("unknown entry kind {other:?}"))),
+        }
+    }
+}
+
+/// One node of a namespace's tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub path: NsPath,
+    pub kind: EntryKind,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: Micros,
+    pub sha256: Option<String>,
+    pub target: Option<String>,
+}
+
+/// A file to record after its bytes were stored.
+#[derive(Debug, Clone)]
+pub struct FileWrite {
+    pub path: NsPath,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: Micros,
+    pub sha256: String,
+}
+
+/// An event to append in the same transaction as the change it records.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub kind: &'static str,
+    pub workspace: WorkspaceId,
+    pub namespace: Option<Namespace>,
+    pub key_id: Option<KeyId>,
+    pub created_at: Micros,
+    /// The event's `data` object, already serialized as JSON.
+    pub data: String,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub id: EventId,
+    pub kind: String,
+    pub workspace: WorkspaceId,
+    pub namespace: Option<String>,
+    pub key_id: Option<String>,
+    pub created_at: Micros,
+    pub data: String,
+}
+
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    // --- settings and workspaces ---
+
+    async fn get_setting(&self, name: &str) -> Result<Option<String>>;
+
+    /// Creates `candidate` and records it as the server's default workspace unless a default
+    /// exists. Returns the default, and whether it was created by this call.
+    async fn ensure_default_workspace(
+        &self,
+        candidate: &WorkspaceId,
+        name: &str,
+        now: Micros,
+    ) -> Result<(WorkspaceId, bool)>;
+
+    // --- keys ---
+
+    async fn insert_key(&self, key: &NewKey, event: &NewEvent) -> Result<()>;
+
+    /// The active (not revoked) key with this hash, and the hash as stored.
+    async fn key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<(KeyRecord, [u8; 32])>>;
+
+    /// Active keys of a workspace, oldest first.
+    async fn list_keys(&self, ws: &WorkspaceId) -> Result<Vec<KeyRecord>>;
+
+    /// Revokes an active key; returns its hash, or `None` if no such active key exists.
+    async fn revoke_key(
+        &self,
+        ws: &WorkspaceId,
+        id: &KeyId,
+        event: &NewEvent,
+    ) -> Result<Option<[u8; 32]>>;
+
+    /// Replaces an active key's secret; returns the old hash and the updated record.
+    async fn rotate_key(
+        &self,
+        ws: &WorkspaceId,
+        id: &KeyId,
+        new_hash: &[u8; 32],
+        new_prefix: &str,
+        event: &NewEvent,
+    ) -> Result<Option<([u8; 32], KeyRecord)>>;
+
+    async fn touch_key(&self, id: &KeyId, at: Micros) -> Result<()>;
+
+    // --- the file tree ---
+
+    async fn get_entry(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        path: &NsPath,
+    ) -> Result<Option<Entry>>;
+
+    /// Up to `limit` children of a directory: directories first, then everything else, each
+    /// by name (bytewise).
+    async fn list_children(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        dir: &NsPath,
+        limit: usize,
+    ) -> Result<Vec<Entry>>;
+
+    /// Fails with [`Error::Conflict`] if a file could not be written at `path` now (an ancestor
+    /// is not a directory, or the path is a directory). A cheap early check before bytes are
+    /// uploaded; [`MetaStore::commit_write`] checks again authoritatively.
+    async fn check_writable(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> Result<()>;
+
+    /// Records a written file, creating missing ancestor directories and the namespace itself,
+    /// bumps the namespace generation and appends `event`; all in one transaction.
+    async fn commit_write(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        file: &FileWrite,
+        event: &NewEvent,
+    ) -> Result<()>;
+
+    /// Removes `path` and, for a directory, everything below it, and appends `event`, in one
+    /// transaction. Returns the removed files (whose bytes the caller deletes next), or `None`
+    /// when nothing exists at `path`.
+    async fn commit_delete(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        path: &NsPath,
+        event: &NewEvent,
+    ) -> Result<Option<Vec<NsPath>>>;
+
+    /// The namespace's generation; 0 for a namespace never written.
+    async fn generation(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<u64>;
+
+    // --- events ---
+
+    /// The newest events of a workspace, newest first.
+    async fn recent_events(&self, ws: &WorkspaceId, limit: u32) -> Result<Vec<EventRecord>>;
+}

@@ -1,0 +1,522 @@
+//! [`MetaStore`] on SQLite: the embedded default.
+//!
+//! Writes go through a pool of exactly one connection and reads through a separate pool.
+//! SQLite allows one writer at a time anyway; funnelling writers through one connection turns
+//! lock contention into a queue and avoids the `SQLITE_BUSY` a deferred transaction gets when
+//! it upgrades from reading to writing while another writer commits.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use warren_storage::{Namespace, NsPath, WorkspaceId};
+
+use super::{
+    Entry, EntryKind, Error, EventRecord, FileWrite, KeyRecord, MetaStore, NewEvent, NewKey,
+    Result, Scope,
+};
+use crate::ids::{EventId, KeyId, Micros};
+
+pub struct SqliteStore {
+    reader: SqlitePool,
+    writer: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path` or `sqlite::memory:`)
+    /// and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode: a commit survives a process crash; on power loss the last
+            // commits may roll back but the database stays consistent.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let in_memory = url.contains(":memory:");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+        // An in-memory database exists only on its one connection.
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(opts.create_if_missing(false).read_only(true))
+                .await?
+        };
+        Ok(Self { reader, writer })
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<KeyRecord> {
+    let ws: String = row.try_get("workspace_id")?;
+    let ns: Option<String> = row.try_get("namespace")?;
+    Ok(KeyRecord {
+        id: KeyId::from_string(row.try_get("id")?),
+        workspace: WorkspaceId::parse(&ws).map_err(|e| Error::Corrupt(e.to_string()))?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        scope: Scope::parse(row.try_get::<&str, _>("scope")?)?,
+        namespace: ns
+            .map(|n| Namespace::parse(&n).map_err(|e| Error::Corrupt(e.to_string())))
+            .transpose()?,
+        created_at: Micros(row.try_get("created_at")?),
+        last_used_at: row.try_get::<Option<i64>, _>("last_used_at")?.map(Micros),
+    })
+}
+
+fn entry_from_row(row: &SqliteRow) -> Result<Entry> {
+    let path: String = row.try_get("path")?;
+    Ok(Entry {
+        path: NsPath::parse(&path).map_err(|e| Error::Corrupt(format!("{path:?}: {e}")))?,
+        kind: EntryKind::parse(row.try_get::<&str, _>("kind")?)?,
+        size: row.try_get::<i64, _>("size")? as u64,
+        mode: row.try_get::<i64, _>("mode")? as u32,
+        mtime: Micros(row.try_get("mtime")?),
+        sha256: row.try_get("sha256")?,
+        target: row.try_get("target")?,
+    })
+}
+
+fn hash_from_row(row: &SqliteRow) -> Result<[u8; 32]> {
+    let hash: Vec<u8> = row.try_get("hash")?;
+    hash.try_into()
+        .map_err(|_| Error::Corrupt("key hash is not 32 bytes".into()))
+}
+
+const KEY_COLUMNS: &str =
+    "id, workspace_id, name, prefix, scope, namespace, created_at, last_used_at";
+const ENTRY_COLUMNS: &str = "path, kind, size, mode, mtime, sha256, target";
+
+async fn append_event(tx: &mut Transaction<'_, Sqlite>, ev: &NewEvent) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (id, type, workspace_id, namespace, key_id, created_at, data)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(ev.id.as_str())
+    .bind(ev.kind)
+    .bind(ev.workspace.as_str())
+    .bind(ev.namespace.as_ref().map(|n| n.as_str()))
+    .bind(ev.key_id.as_ref().map(|k| k.as_str()))
+    .bind(ev.created_at.0)
+    .bind(&ev.data)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The kinds of `path` and its ancestors that exist, as `(path, kind)`.
+async fn existing_kinds<'e, E>(
+    exec: E,
+    ws: &WorkspaceId,
+    ns: &Namespace,
+    path: &NsPath,
+) -> Result<Vec<(String, String)>>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let mut wanted = path.ancestors();
+    wanted.push(path.clone());
+    let placeholders = vec!["?"; wanted.len()].join(", ");
+    let sql = format!(
+        "SELECT path, kind FROM files WHERE workspace_id = ? AND namespace = ? AND path IN ({placeholders})"
+    );
+    let mut q = sqlx::query_as::<_, (String, String)>(&sql)
+        .bind(ws.as_str())
+        .bind(ns.as_str());
+    for p in &wanted {
+        q = q.bind(p.as_str().to_owned());
+    }
+    Ok(q.fetch_all(exec).await?)
+}
+
+fn writable(path: &NsPath, existing: &[(String, String)]) -> Result<()> {
+    for (p, kind) in existing {
+        if p == path.as_str() {
+            if kind == "dir" {
+                return Err(Error::Conflict(format!("{} is a directory", path.wire())));
+            }
+        } else if kind != "dir" {
+            let p = NsPath::parse(p).map_err(|e| Error::Corrupt(e.to_string()))?;
+            return Err(Error::Conflict(format!("{} is not a directory", p.wire())));
+        }
+    }
+    Ok(())
+}
+
+/// Bumps (creating if needed) the namespace row; returns the new generation.
+async fn bump_generation(
+    tx: &mut Transaction<'_, Sqlite>,
+    ws: &WorkspaceId,
+    ns: &Namespace,
+    now: Micros,
+) -> Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO namespaces (workspace_id, name, generation, created_at) VALUES (?, ?, 1, ?)
+         ON CONFLICT (workspace_id, name) DO UPDATE SET generation = generation + 1
+         RETURNING generation",
+    )
+    .bind(ws.as_str())
+    .bind(ns.as_str())
+    .bind(now.0)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// Upper bound of the key range holding everything below directory `p`: paths under `p` start
+/// with `p/`, and `0` is the byte after `/`, so they all sort in `[p/, p0)`.
+fn subtree_range(p: &NsPath) -> (String, String) {
+    (format!("{}/", p.as_str()), format!("{}0", p.as_str()))
+}
+
+#[async_trait]
+impl MetaStore for SqliteStore {
+    async fn get_setting(&self, name: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn ensure_default_workspace(
+        &self,
+        candidate: &WorkspaceId,
+        name: &str,
+        now: Micros,
+    ) -> Result<(WorkspaceId, bool)> {
+        let mut tx = self.writer.begin().await?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'default_workspace'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(ws) = existing {
+            let ws = WorkspaceId::parse(&ws).map_err(|e| Error::Corrupt(e.to_string()))?;
+            return Ok((ws, false));
+        }
+        sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(candidate.as_str())
+            .bind(name)
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO settings (name, value) VALUES ('default_workspace', ?)")
+            .bind(candidate.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((candidate.clone(), true))
+    }
+
+    async fn insert_key(&self, key: &NewKey, event: &NewEvent) -> Result<()> {
+        let r = &key.record;
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, workspace_id, name, prefix, hash, scope, namespace, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(r.id.as_str())
+        .bind(r.workspace.as_str())
+        .bind(&r.name)
+        .bind(&r.prefix)
+        .bind(&key.hash[..])
+        .bind(r.scope.as_str())
+        .bind(r.namespace.as_ref().map(|n| n.as_str()))
+        .bind(r.created_at.0)
+        .execute(&mut *tx)
+        .await?;
+        append_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<(KeyRecord, [u8; 32])>> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS}, hash FROM api_keys WHERE hash = ? AND revoked_at IS NULL"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&hash[..])
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref()
+            .map(|r| Ok((key_from_row(r)?, hash_from_row(r)?)))
+            .transpose()
+    }
+
+    async fn list_keys(&self, ws: &WorkspaceId) -> Result<Vec<KeyRecord>> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = ? AND revoked_at IS NULL
+             ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(ws.as_str())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_key(
+        &self,
+        ws: &WorkspaceId,
+        id: &KeyId,
+        event: &NewEvent,
+    ) -> Result<Option<[u8; 32]>> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query(
+            "UPDATE api_keys SET revoked_at = ?
+             WHERE workspace_id = ? AND id = ? AND revoked_at IS NULL RETURNING hash",
+        )
+        .bind(event.created_at.0)
+        .bind(ws.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let hash = hash_from_row(&row)?;
+        append_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(Some(hash))
+    }
+
+    async fn rotate_key(
+        &self,
+        ws: &WorkspaceId,
+        id: &KeyId,
+        new_hash: &[u8; 32],
+        new_prefix: &str,
+        event: &NewEvent,
+    ) -> Result<Option<([u8; 32], KeyRecord)>> {
+        let mut tx = self.writer.begin().await?;
+        let old = sqlx::query(
+            "SELECT hash FROM api_keys WHERE workspace_id = ? AND id = ? AND revoked_at IS NULL",
+        )
+        .bind(ws.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(old) = old else {
+            return Ok(None);
+        };
+        let old_hash = hash_from_row(&old)?;
+        let sql = format!(
+            "UPDATE api_keys SET hash = ?, prefix = ?, last_used_at = NULL
+             WHERE workspace_id = ? AND id = ? RETURNING {KEY_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&new_hash[..])
+            .bind(new_prefix)
+            .bind(ws.as_str())
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let record = key_from_row(&row)?;
+        append_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(Some((old_hash, record)))
+    }
+
+    async fn touch_key(&self, id: &KeyId, at: Micros) -> Result<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+            .bind(at.0)
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_entry(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        path: &NsPath,
+    ) -> Result<Option<Entry>> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM files WHERE workspace_id = ? AND namespace = ? AND path = ?"
+        );
+        let row = sqlx::query(&sql)
+            .bind(ws.as_str())
+            .bind(ns.as_str())
+            .bind(path.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(entry_from_row).transpose()
+    }
+
+    async fn list_children(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        dir: &NsPath,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM files
+             WHERE workspace_id = ? AND namespace = ? AND parent = ?
+             ORDER BY kind <> 'dir', name LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(ws.as_str())
+            .bind(ns.as_str())
+            .bind(dir.as_str())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn check_writable(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> Result<()> {
+        let existing = existing_kinds(&self.reader, ws, ns, path).await?;
+        writable(path, &existing)
+    }
+
+    async fn commit_write(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        file: &FileWrite,
+        event: &NewEvent,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        let existing = existing_kinds(&mut *tx, ws, ns, &file.path).await?;
+        writable(&file.path, &existing)?;
+        let generation = bump_generation(&mut tx, ws, ns, file.mtime).await?;
+        for dir in file.path.ancestors() {
+            if existing.iter().any(|(p, _)| p == dir.as_str()) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size, mode, mtime, generation)
+                 VALUES (?, ?, ?, ?, ?, 'dir', 0, ?, ?, ?)",
+            )
+            .bind(ws.as_str())
+            .bind(ns.as_str())
+            .bind(dir.as_str())
+            .bind(dir.parent().unwrap_or_else(NsPath::root).as_str().to_owned())
+            .bind(dir.name())
+            .bind(0o755_i64)
+            .bind(file.mtime.0)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size, mode, mtime, sha256, generation)
+             VALUES (?, ?, ?, ?, ?, 'file', ?, ?, ?, ?, ?)
+             ON CONFLICT (workspace_id, namespace, path) DO UPDATE SET
+               kind = 'file', size = excluded.size, mode = excluded.mode, mtime = excluded.mtime,
+               sha256 = excluded.sha256, target = NULL, generation = excluded.generation",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .bind(file.path.as_str())
+        .bind(file.path.parent().unwrap_or_else(NsPath::root).as_str().to_owned())
+        .bind(file.path.name())
+        .bind(file.size as i64)
+        .bind(file.mode as i64)
+        .bind(file.mtime.0)
+        .bind(&file.sha256)
+        .bind(generation)
+        .execute(&mut *tx)
+        .await?;
+        append_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn commit_delete(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        path: &NsPath,
+        event: &NewEvent,
+    ) -> Result<Option<Vec<NsPath>>> {
+        let (lo, hi) = subtree_range(path);
+        let mut tx = self.writer.begin().await?;
+        let rows = sqlx::query(
+            "DELETE FROM files WHERE workspace_id = ? AND namespace = ?
+               AND (path = ? OR (path >= ? AND path < ?))
+             RETURNING path, kind",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .bind(path.as_str())
+        .bind(&lo)
+        .bind(&hi)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut files = Vec::new();
+        for row in &rows {
+            if row.try_get::<&str, _>("kind")? == "dir" {
+                continue;
+            }
+            let p: String = row.try_get("path")?;
+            files.push(NsPath::parse(&p).map_err(|e| Error::Corrupt(e.to_string()))?);
+        }
+        bump_generation(&mut tx, ws, ns, event.created_at).await?;
+        append_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(Some(files))
+    }
+
+    async fn generation(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<u64> {
+        let g: Option<i64> = sqlx::query_scalar(
+            "SELECT generation FROM namespaces WHERE workspace_id = ? AND name = ?",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(g.unwrap_or(0) as u64)
+    }
+
+    async fn recent_events(&self, ws: &WorkspaceId, limit: u32) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, type, workspace_id, namespace, key_id, created_at, data FROM events
+             WHERE workspace_id = ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(ws.as_str())
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let ws: String = row.try_get("workspace_id")?;
+                Ok(EventRecord {
+                    id: EventId::from_string(row.try_get("id")?),
+                    kind: row.try_get("type")?,
+                    workspace: WorkspaceId::parse(&ws)
+                        .map_err(|e| Error::Corrupt(e.to_string()))?,
+                    namespace: row.try_get("namespace")?,
+                    key_id: row.try_get("key_id")?,
+                    created_at: Micros(row.try_get("created_at")?),
+                    data: row.try_get("data")?,
+                })
+            })
+            .collect()
+    }
+}

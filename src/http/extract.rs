@@ -1,0 +1,129 @@
+//! Request extractors: authentication, the runtime namespace, and JSON, URL and query inputs
+//! whose rejections come back as `{"detail": ...}` like every other error.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use warren_storage::Namespace;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::services::Caller;
+
+/// Default cap on JSON request bodies.
+pub const JSON_LIMIT: usize = 1024 * 1024;
+
+/// The authenticated key of the request (`Authorization: Bearer <key>`).
+pub struct Auth(pub Caller);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        Ok(Auth(state.keys.authenticate(bearer).await?))
+    }
+}
+
+/// A runtime call's caller and the namespace it acts on (`X-Namespace` checked against the
+/// key's scope).
+pub struct Runtime {
+    pub caller: Caller,
+    pub ns: Namespace,
+}
+
+impl FromRequestParts<AppState> for Runtime {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Auth(caller) = Auth::from_request_parts(parts, state).await?;
+        let header = match parts.headers.get("x-namespace") {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, "X-Namespace is not valid text")
+            })?),
+        };
+        let ns = caller.runtime_namespace(header)?;
+        Ok(Runtime { caller, ns })
+    }
+}
+
+/// A JSON body of at most `LIMIT` bytes, accepted whatever its Content-Type. Malformed JSON is
+/// 400; well-formed JSON of the wrong shape (missing fields, wrong types) is 422; too large is
+/// 413.
+pub struct ApiJson<T, const LIMIT: usize = JSON_LIMIT>(pub T);
+
+impl<T, S, const LIMIT: usize> FromRequest<S> for ApiJson<T, LIMIT>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let body: Bytes = axum::body::to_bytes(req.into_body(), LIMIT)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body exceeds {LIMIT} bytes"),
+                )
+            })?;
+        serde_json::from_slice(&body).map(ApiJson).map_err(|e| {
+            if e.is_data() {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("invalid request body: {e}"),
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}"))
+            }
+        })
+    }
+}
+
+/// Typed URL path parameters.
+pub struct UrlParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for UrlParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| UrlParams(t))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
+/// Typed query parameters; missing or mistyped ones are 422.
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(t)| QueryParams(t))
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))
+    }
+}

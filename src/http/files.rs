@@ -1,0 +1,203 @@
+//! The file endpoints: `POST /write`, `PUT|GET /files/{path}`, `POST /delete`, `GET /v1/files`
+//! and `GET /v1/files/content`.
+//!
+//! Path forms follow spec §3: the write side (`/write`, `/delete`, `/files/…`) takes
+//! namespace-relative paths as given; the read side (`/v1/files*`) also accepts the
+//! `workspace/` prefix. Every path in a response carries the `workspace/` prefix.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use warren_storage::NsPath;
+
+use super::extract::{ApiJson, QueryParams, Runtime};
+use super::{ApiError, ApiResult, AppState};
+use crate::db::{Entry, EntryKind};
+use crate::services::files::{MAX_FILE_BYTES, WriteSource};
+
+/// `POST /write` carries the content inside JSON, so its body may be a little larger than the
+/// file cap; the content itself is checked against the cap exactly.
+pub const WRITE_BODY_LIMIT: usize = MAX_FILE_BYTES as usize + 1024 * 1024;
+
+fn bad_path(e: warren_storage::NameError) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+/// The file path of a `/files/{path}` URL, percent-decoded once.
+fn url_file_path(uri: &Uri) -> ApiResult<NsPath> {
+    let raw = uri.path().strip_prefix("/files/").unwrap_or_default();
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "path is not valid UTF-8"))?;
+    NsPath::parse(&decoded).map_err(bad_path)
+}
+
+#[derive(Deserialize)]
+pub struct WriteBody {
+    path: String,
+    content: String,
+}
+
+pub async fn write(
+    State(state): State<AppState>,
+    rt: Runtime,
+    ApiJson(body): ApiJson<WriteBody, WRITE_BODY_LIMIT>,
+) -> ApiResult<Json<Value>> {
+    let path = NsPath::parse(&body.path).map_err(bad_path)?;
+    let bytes = axum::body::Bytes::from(body.content);
+    let declared = Some(bytes.len() as u64);
+    let stream = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]);
+    let size = state
+        .files
+        .write(
+            &rt.caller,
+            &rt.ns,
+            &path,
+            WriteSource::Write,
+            declared,
+            stream,
+        )
+        .await?;
+    Ok(Json(json!({ "path": path.wire(), "size_bytes": size })))
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    rt: Runtime,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let path = url_file_path(&uri)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let size = state
+        .files
+        .write(
+            &rt.caller,
+            &rt.ns,
+            &path,
+            WriteSource::Upload,
+            declared,
+            body.into_data_stream(),
+        )
+        .await?;
+    Ok(Json(json!({ "path": path.wire(), "size_bytes": size })))
+}
+
+/// `/files/` with no path names the namespace root, which is not a file.
+pub async fn root_path(_rt: Runtime) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "workspace/ is a directory; give a file path",
+    )
+}
+
+pub async fn download(State(state): State<AppState>, rt: Runtime, uri: Uri) -> ApiResult<Response> {
+    let path = url_file_path(&uri)?;
+    let dl = state.files.download(&rt.caller, &rt.ns, &path).await?;
+    let sent = dl.size.min(MAX_FILE_BYTES);
+    let stream = dl.stream.map(|r| r.map_err(std::io::Error::other));
+    let mut resp = Body::from_stream(stream).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(sent));
+    h.insert("x-trove-size", HeaderValue::from(dl.size));
+    if dl.truncated {
+        h.insert("x-trove-truncated", HeaderValue::from_static("1"));
+    }
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+pub struct PathBody {
+    path: String,
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    rt: Runtime,
+    ApiJson(body): ApiJson<PathBody>,
+) -> ApiResult<Json<Value>> {
+    let path = NsPath::parse(&body.path).map_err(bad_path)?;
+    state.files.delete(&rt.caller, &rt.ns, &path).await?;
+    Ok(Json(json!({ "deleted": path.wire() })))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    recursive: Option<String>,
+}
+
+fn entry_json(e: &Entry) -> Value {
+    let is_dir = e.kind == EntryKind::Dir;
+    json!({
+        "name": e.path.name(),
+        "path": e.path.wire(),
+        "is_dir": is_dir,
+        "size_bytes": if is_dir { None } else { Some(e.size) },
+        "modified_at": e.mtime.to_rfc3339(),
+    })
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    rt: Runtime,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let dir = NsPath::parse_client(q.path.as_deref().unwrap_or("workspace/")).map_err(bad_path)?;
+    let recursive = match q.recursive.as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("recursive must be true or false, not {other:?}"),
+            ));
+        }
+    };
+    let listing = state
+        .files
+        .list(&rt.caller, &rt.ns, &dir, recursive)
+        .await?;
+    let entries: Vec<Value> = listing.entries.iter().map(entry_json).collect();
+    Ok(Json(
+        json!({ "entries": entries, "truncated": listing.truncated }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ContentQuery {
+    path: String,
+}
+
+pub async fn content(
+    State(state): State<AppState>,
+    rt: Runtime,
+    QueryParams(q): QueryParams<ContentQuery>,
+) -> ApiResult<Json<Value>> {
+    let path = NsPath::parse_client(&q.path).map_err(bad_path)?;
+    let c = state.files.read_text(&rt.caller, &rt.ns, &path).await?;
+    let encoding = if c.text.is_some() { "utf-8" } else { "binary" };
+    Ok(Json(json!({
+        "path": c.path.wire(),
+        "size_bytes": c.size,
+        "modified_at": c.mtime.to_rfc3339(),
+        "encoding": encoding,
+        "content": c.text,
+        "truncated": c.truncated && c.text.is_some(),
+    })))
+}

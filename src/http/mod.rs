@@ -1,0 +1,67 @@
+//! The HTTP edge: routes of the TroveFiles wire protocol, request/response shapes, and the
+//! mapping of errors to status codes. The only module that knows JSON and HTTP.
+
+mod error;
+mod extract;
+mod files;
+mod keys;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post, put};
+use serde_json::json;
+
+pub use error::{ApiError, ApiResult};
+
+use crate::services::Services;
+
+pub type AppState = Arc<Services>;
+
+/// The full router. No route redirects (the CLI treats a 3xx as an error), and every error,
+/// unknown routes included, is a JSON `{"detail": ...}`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/me", get(keys::me))
+        .route(
+            "/v1/workspaces/{ws}/keys",
+            post(keys::create).get(keys::list),
+        )
+        .route("/v1/workspaces/{ws}/keys/{key_id}", delete(keys::revoke))
+        .route(
+            "/v1/workspaces/{ws}/keys/{key_id}/rotate",
+            post(keys::rotate),
+        )
+        .route(
+            "/write",
+            post(files::write).layer(DefaultBodyLimit::max(files::WRITE_BODY_LIMIT)),
+        )
+        .route(
+            "/files/{*path}",
+            put(files::upload)
+                .get(files::download)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/files/", put(files::root_path).get(files::root_path))
+        .route("/delete", post(files::delete))
+        .route("/v1/files", get(files::list))
+        .route("/v1/files/content", get(files::content))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Not Found")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+}

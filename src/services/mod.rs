@@ -1,0 +1,112 @@
+//! The service layer: what Warren does, independent of how requests arrive.
+//!
+//! Services take validated names and an authenticated [`Caller`], enforce scopes, and drive the
+//! metadata store and blob storage in the order the invariants require. They return
+//! [`Error`], whose variants say what went wrong in terms a client can act on; `src/http` maps
+//! them to status codes in one place.
+
+pub mod auth;
+pub mod files;
+mod ns_lock;
+
+use std::sync::Arc;
+
+use serde_json::json;
+use warren_storage::{BlobStore, NameError, Namespace, WorkspaceId};
+
+use crate::db::{self, MetaStore, NewEvent};
+use crate::ids::{EventId, Micros};
+
+pub use auth::{Caller, Keys};
+pub use files::Files;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<NameError> for Error {
+    fn from(e: NameError) -> Self {
+        Error::BadRequest(e.to_string())
+    }
+}
+
+impl From<db::Error> for Error {
+    fn from(e: db::Error) -> Self {
+        match e {
+            db::Error::Conflict(msg) => Error::Conflict(msg),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<warren_storage::Error> for Error {
+    fn from(e: warren_storage::Error) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+/// Everything a request handler needs, built once at start-up.
+pub struct Services {
+    pub meta: Arc<dyn MetaStore>,
+    pub blobs: BlobStore,
+    pub keys: Keys,
+    pub files: Files,
+    pub default_workspace: WorkspaceId,
+}
+
+impl Services {
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        blobs: BlobStore,
+        secret: [u8; 32],
+        default_workspace: WorkspaceId,
+    ) -> Self {
+        Self {
+            keys: Keys::new(Arc::clone(&meta), secret),
+            files: Files::new(Arc::clone(&meta), blobs.clone()),
+            meta,
+            blobs,
+            default_workspace,
+        }
+    }
+}
+
+/// Builds an event attributed to `caller`, stamped now.
+pub(crate) fn event(
+    caller: Option<&Caller>,
+    kind: &'static str,
+    workspace: &WorkspaceId,
+    namespace: Option<&Namespace>,
+    data: serde_json::Value,
+) -> NewEvent {
+    NewEvent {
+        id: EventId::random(),
+        kind,
+        workspace: workspace.clone(),
+        namespace: namespace.cloned(),
+        key_id: caller.map(|c| c.key.id.clone()),
+        created_at: Micros::now(),
+        data: if data.is_null() {
+            json!({}).to_string()
+        } else {
+            data.to_string()
+        },
+    }
+}
