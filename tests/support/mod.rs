@@ -1,0 +1,253 @@
+//! Test harness: a real Warren server on an ephemeral loopback port, with its own data
+//! directory, and a small HTTP client that speaks to it the way trove-sdk does.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::Path;
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use warren::config::Config;
+use warren::server::Server;
+use warren::services::Services;
+
+pub const ADMIN_KEY: &str = "trove-sk-test-admin-0123456789abcdef";
+const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+pub struct TestServer {
+    pub base: String,
+    pub ws: String,
+    pub services: Arc<Services>,
+    pub dir: tempfile::TempDir,
+    http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+pub fn config(dir: &Path) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_owned(),
+        database_url: format!("sqlite://{}", dir.join("warren.db").display()),
+        storage_url: format!("file://{}", dir.join("objects").display()),
+        admin_key: Some(ADMIN_KEY.to_owned()),
+        secret: Some(SECRET.to_owned()),
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(tempfile::tempdir().unwrap(), config).await
+    }
+
+    /// Starts on `dir` (kept for the server's life) with a config derived from it.
+    pub async fn start_with(dir: tempfile::TempDir, make: impl Fn(&Path) -> Config) -> Self {
+        let server = Server::start(&make(dir.path())).await.unwrap();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let services = Arc::clone(&server.services);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            ws: services.default_workspace.to_string(),
+            base,
+            services,
+            dir,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Graceful shutdown: in-flight requests finish, then the server task ends.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown.take().unwrap().send(()).ok();
+        self.task.take().unwrap().await.unwrap();
+        self.dir
+    }
+
+    pub fn signal_shutdown(&mut self) {
+        self.shutdown.take().unwrap().send(()).ok();
+    }
+
+    /// Waits for a shutdown signalled earlier; returns the data directory.
+    pub async fn join(mut self) -> tempfile::TempDir {
+        self.task.take().unwrap().await.unwrap();
+        self.dir
+    }
+
+    pub fn admin(&self) -> Client {
+        self.client(ADMIN_KEY, None)
+    }
+
+    pub fn client(&self, key: &str, ns: Option<&str>) -> Client {
+        Client {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            key: Some(key.to_owned()),
+            ns: ns.map(str::to_owned),
+        }
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            key: None,
+            ns: None,
+        }
+    }
+
+    /// Mints a key through the API and returns its plaintext.
+    pub async fn mint(&self, name: &str, ns: Option<&str>) -> String {
+        let r = self
+            .admin()
+            .post(
+                &format!("/v1/workspaces/{}/keys", self.ws),
+                json!({ "name": name, "namespace": ns, "admin": false }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
+        r.json["api_key"].as_str().unwrap().to_owned()
+    }
+
+    /// A client with a fresh key locked to `ns`.
+    pub async fn agent(&self, ns: &str) -> Client {
+        let key = self.mint(ns, Some(ns)).await;
+        self.client(&key, Some(ns))
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    pub key: Option<String>,
+    pub ns: Option<String>,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub bytes: Vec<u8>,
+    pub json: Value,
+}
+
+impl Resp {
+    pub fn detail(&self) -> &str {
+        self.json["detail"].as_str().unwrap_or("")
+    }
+}
+
+impl Client {
+    pub fn with_ns(&self, ns: Option<&str>) -> Client {
+        Client {
+            ns: ns.map(str::to_owned),
+            ..self.clone()
+        }
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut rb = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(k) = &self.key {
+            rb = rb.bearer_auth(k);
+        }
+        if let Some(ns) = &self.ns {
+            rb = rb.header("X-Namespace", ns);
+        }
+        rb
+    }
+
+    pub async fn send(&self, rb: reqwest::RequestBuilder) -> Resp {
+        let r = rb.send().await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let bytes = r.bytes().await.unwrap().to_vec();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            bytes,
+            json,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(self.request(Method::POST, path).json(&body))
+            .await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &'static str) -> Resp {
+        self.send(self.request(Method::POST, path).body(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(self.request(Method::DELETE, path)).await
+    }
+
+    pub async fn write(&self, path: &str, content: &str) -> Resp {
+        self.post("/write", json!({ "path": path, "content": content }))
+            .await
+    }
+
+    pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> Resp {
+        self.send(
+            self.request(Method::PUT, &format!("/files/{path}"))
+                .body(bytes),
+        )
+        .await
+    }
+
+    pub async fn download(&self, path: &str) -> Resp {
+        self.get(&format!("/files/{path}")).await
+    }
+
+    pub async fn list(&self, path: &str, recursive: bool) -> Resp {
+        let mut url = reqwest::Url::parse("http://x/v1/files").unwrap();
+        url.query_pairs_mut().append_pair("path", path);
+        if recursive {
+            url.query_pairs_mut().append_pair("recursive", "true");
+        }
+        self.get(&format!("/v1/files?{}", url.query().unwrap()))
+            .await
+    }
+
+    pub async fn read(&self, path: &str) -> Resp {
+        let mut url = reqwest::Url::parse("http://x/v1/files/content").unwrap();
+        url.query_pairs_mut().append_pair("path", path);
+        self.get(&format!("/v1/files/content?{}", url.query().unwrap()))
+            .await
+    }
+
+    pub async fn remove(&self, path: &str) -> Resp {
+        self.post("/delete", json!({ "path": path })).await
+    }
+
+    /// Paths of a listing, in order.
+    pub async fn paths(&self, path: &str, recursive: bool) -> Vec<String> {
+        let r = self.list(path, recursive).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+        r.json["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
