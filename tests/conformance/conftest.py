@@ -1,0 +1,126 @@
+"""Fixtures for the trove-sdk conformance suite: a real Warren server process on a free loopback
+port, an admin client, and per-test namespaces with their own keys."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from trove_sdk import TroveAdminClient, TroveClient
+
+REPO = Path(__file__).resolve().parents[2]
+ADMIN_KEY = "trove-sk-conformance-admin-" + secrets.token_hex(8)
+
+
+@dataclass
+class Warren:
+    base_url: str
+    admin_key: str
+    workspace_id: str
+    data_dir: Path
+    process: subprocess.Popen
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_warren(data_dir: Path, extra_env: dict | None = None) -> Warren:
+    binary = os.environ.get("WARREN_BIN", str(REPO / "target" / "debug" / "warren"))
+    port = _free_port()
+    env = {
+        **os.environ,
+        "WARREN_ADMIN_KEY": ADMIN_KEY,
+        "WARREN_LISTEN": f"127.0.0.1:{port}",
+        "WARREN_DATA_DIR": str(data_dir),
+        **(extra_env or {}),
+    }
+    log = open(data_dir.parent / f"warren-{port}.log", "wb")
+    proc = subprocess.Popen([binary, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"warren exited with {proc.returncode}; see {log.name}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("warren did not become healthy within 30 s")
+        time.sleep(0.05)
+    me = httpx.get(f"{base}/v1/me", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()
+    return Warren(base, ADMIN_KEY, me["workspace_id"], data_dir, proc)
+
+
+def stop_warren(w: Warren) -> int:
+    """SIGTERM, as an operator would; returns the exit code."""
+    w.process.send_signal(signal.SIGTERM)
+    return w.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def warren():
+    with tempfile.TemporaryDirectory(prefix="warren-conformance-") as tmp:
+        w = start_warren(Path(tmp) / "data")
+        yield w
+        assert stop_warren(w) == 0, "graceful shutdown must exit 0"
+
+
+@pytest.fixture
+def admin(warren) -> TroveAdminClient:
+    with TroveAdminClient.from_api_key(warren.admin_key, base_url=warren.base_url) as c:
+        yield c
+
+
+@pytest.fixture
+def ns() -> str:
+    """A fresh namespace name, so tests never see each other's files."""
+    return "t-" + secrets.token_hex(6)
+
+
+@pytest.fixture
+def key(admin, ns) -> str:
+    return admin.create_key(f"agent-{ns}", namespace=ns).api_key
+
+
+@pytest.fixture
+def client(warren, key, ns) -> TroveClient:
+    with TroveClient(key, ns, base_url=warren.base_url) as c:
+        yield c
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    """An empty HOME, so the CLI's profile file is this test's own."""
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+def run_cli(home: Path, *args: str, input: str | None = None, env: dict | None = None):
+    venv_bin = Path(os.environ.get("TROVE_VENV_BIN", Path(os.sys.executable).parent))
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith("TROVE_")
+    } | {"HOME": str(home), "NO_COLOR": "1", **(env or {})}
+    return subprocess.run(
+        [str(venv_bin / "trove"), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+    )
