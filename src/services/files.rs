@@ -10,9 +10,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use serde_json::json;
-use warren_storage::{BlobStore, Namespace, NsPath};
+use warren_storage::{BlobStore, BlobWriter, Namespace, NsPath};
 
-use super::ns_lock::NsLocks;
+use super::tree_lock::TreeLocks;
 use super::{Caller, Error, Result, event};
 use crate::db::{self, Entry, EntryKind, FileWrite, MetaStore};
 use crate::ids::Micros;
@@ -69,7 +69,7 @@ pub struct Listing {
 pub struct Files {
     meta: Arc<dyn MetaStore>,
     blobs: BlobStore,
-    locks: NsLocks,
+    locks: TreeLocks,
 }
 
 fn not_found(path: &NsPath) -> Error {
@@ -87,7 +87,7 @@ impl Files {
         Self {
             meta,
             blobs,
-            locks: NsLocks::default(),
+            locks: TreeLocks::default(),
         }
     }
 
@@ -116,7 +116,12 @@ impl Files {
         if declared.is_some_and(|n| n > MAX_FILE_BYTES) {
             return Err(too_large());
         }
-        self.meta.check_writable(ws, ns, path).await?;
+        // A body that will be uploaded in parts is checked against the tree before any part is
+        // sent, so a doomed upload fails fast. A small one is only buffered until the commit,
+        // which checks authoritatively; skipping the early check saves a query per write.
+        if !declared.is_some_and(BlobWriter::is_buffered) {
+            self.meta.check_writable(ws, ns, path).await?;
+        }
 
         let mut writer = self.blobs.writer(ws, ns, path);
         while let Some(chunk) = body.next().await {
@@ -136,8 +141,16 @@ impl Files {
             }
         }
 
-        let _guard = self.locks.lock(ws, ns).await;
-        let written = writer.finish().await?;
+        let _guard = self.locks.write(ws, ns, path).await;
+        let written = match writer.finish().await {
+            Ok(w) => w,
+            Err(e) => {
+                // On a filesystem backend a file cannot be stored where the tree has a
+                // directory, or below a file; report that as the conflict it is.
+                self.meta.check_writable(ws, ns, path).await?;
+                return Err(e.into());
+            }
+        };
         let ev = event(
             Some(caller),
             "file.written",
@@ -169,24 +182,24 @@ impl Files {
         Ok(written.size)
     }
 
-    /// The entry at `path`, which must be a file.
-    async fn file_entry(&self, caller: &Caller, ns: &Namespace, path: &NsPath) -> Result<Entry> {
+    /// Looks up `path` in the index and opens its bytes at the same time; the index decides.
+    /// Running both at once takes a read's latency from their sum to the slower of the two; a
+    /// blob opened for a path the index does not hold as a file is dropped unread.
+    async fn open_file<T>(
+        &self,
+        caller: &Caller,
+        ns: &Namespace,
+        path: &NsPath,
+        open: impl Future<Output = Result<T, warren_storage::Error>>,
+    ) -> Result<(Entry, T)> {
         if path.is_root() {
             return Err(Error::BadRequest(format!("{} is a directory", path.wire())));
         }
-        let entry = self
-            .meta
-            .get_entry(&caller.key.workspace, ns, path)
-            .await?
-            .ok_or_else(|| not_found(path))?;
-        match entry.kind {
-            EntryKind::File => Ok(entry),
-            EntryKind::Dir => Err(Error::BadRequest(format!("{} is a directory", path.wire()))),
-            EntryKind::Symlink => Err(Error::BadRequest(format!(
-                "{} is a symbolic link",
-                path.wire()
-            ))),
-        }
+        let (entry, blob) =
+            tokio::join!(self.meta.get_entry(&caller.key.workspace, ns, path), open);
+        let entry = file_entry(path, entry?)?;
+        let blob = blob.map_err(|e| missing_bytes(path, e))?;
+        Ok((entry, blob))
     }
 
     /// Reads up to [`TEXT_PREVIEW_BYTES`] of a file as UTF-8 text.
@@ -196,12 +209,9 @@ impl Files {
         ns: &Namespace,
         path: &NsPath,
     ) -> Result<TextContent> {
-        let entry = self.file_entry(caller, ns, path).await?;
-        let (bytes, size) = self
-            .blobs
-            .read_prefix(&caller.key.workspace, ns, path, TEXT_PREVIEW_BYTES)
-            .await
-            .map_err(|e| missing_bytes(path, e))?;
+        let ws = &caller.key.workspace;
+        let read = self.blobs.read_prefix(ws, ns, path, TEXT_PREVIEW_BYTES);
+        let (entry, (bytes, size)) = self.open_file(caller, ns, path, read).await?;
         let truncated = size > bytes.len() as u64;
         Ok(TextContent {
             path: path.clone(),
@@ -219,12 +229,10 @@ impl Files {
         ns: &Namespace,
         path: &NsPath,
     ) -> Result<Download> {
-        self.file_entry(caller, ns, path).await?;
-        let blob = self
+        let read = self
             .blobs
-            .read(&caller.key.workspace, ns, path, MAX_FILE_BYTES)
-            .await
-            .map_err(|e| missing_bytes(path, e))?;
+            .read(&caller.key.workspace, ns, path, MAX_FILE_BYTES);
+        let (_, blob) = self.open_file(caller, ns, path, read).await?;
         Ok(Download {
             size: blob.size,
             truncated: blob.size > MAX_FILE_BYTES,
@@ -313,7 +321,7 @@ impl Files {
             Some(ns),
             json!({ "path": path.wire() }),
         );
-        let _guard = self.locks.lock(ws, ns).await;
+        let _guard = self.locks.delete(ws, ns, path).await;
         let removed = self
             .meta
             .commit_delete(ws, ns, path, &ev)
@@ -328,6 +336,19 @@ impl Files {
             })
             .await;
         Ok(())
+    }
+}
+
+/// The index's word on `path`: it must be a file.
+fn file_entry(path: &NsPath, entry: Option<Entry>) -> Result<Entry> {
+    let entry = entry.ok_or_else(|| not_found(path))?;
+    match entry.kind {
+        EntryKind::File => Ok(entry),
+        EntryKind::Dir => Err(Error::BadRequest(format!("{} is a directory", path.wire()))),
+        EntryKind::Symlink => Err(Error::BadRequest(format!(
+            "{} is a symbolic link",
+            path.wire()
+        ))),
     }
 }
 

@@ -7,7 +7,7 @@
 
 pub mod auth;
 pub mod files;
-mod ns_lock;
+mod tree_lock;
 
 use std::sync::Arc;
 

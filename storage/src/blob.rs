@@ -23,6 +23,8 @@ use crate::names::{Namespace, NsPath, WorkspaceId};
 const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts in flight per upload; bounds an upload's memory at about `PART_SIZE * (this + 1)`.
 const PART_CONCURRENCY: usize = 2;
+/// Objects up to this size are read whole in one request rather than streamed.
+const SMALL_OBJECT_BYTES: u64 = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -156,6 +158,13 @@ impl BlobStore {
         let key = self.layout.file_key(ws, ns, path);
         let got = self.store.get(&key).await?;
         let size = got.meta.size;
+        if size <= SMALL_OBJECT_BYTES.min(max_bytes) {
+            // One read instead of a chunked stream: for local files each chunk is a separate
+            // blocking-pool hop, which triples the cost of a small read.
+            let bytes = got.bytes().await?;
+            let stream = futures::stream::once(async { Ok(bytes) }).boxed();
+            return Ok(Blob { size, stream });
+        }
         let stream = got
             .into_stream()
             .scan(max_bytes, |remaining, item| {
@@ -250,6 +259,12 @@ impl BlobWriter {
     /// Bytes accepted so far.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Whether nothing has been sent to the store yet: the whole object is still buffered and
+    /// will go in one request at [`BlobWriter::finish`].
+    pub fn is_buffered(size: u64) -> bool {
+        size < PART_SIZE as u64
     }
 
     /// Publishes the object atomically: readers see the old content or the new, never a mix.
