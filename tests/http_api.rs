@@ -302,6 +302,14 @@ async fn upload_and_download_are_binary_safe() {
     assert_eq!(down.headers["x-trove-size"], "300000");
     assert!(down.headers.get("x-trove-truncated").is_none());
 
+    // Binary means "not UTF-8"; NUL bytes alone are still text.
+    a.upload("nul.txt", b"a\0b".to_vec()).await;
+    let nul = a.read("nul.txt").await;
+    assert_eq!(
+        (nul.json["encoding"].as_str(), nul.json["content"].as_str()),
+        (Some("utf-8"), Some("a\0b"))
+    );
+
     let info = a.read("workspace/img/a b.png").await;
     assert_eq!(info.json["encoding"], "binary");
     assert_eq!(info.json["content"], Value::Null);
@@ -359,6 +367,10 @@ async fn uploads_over_100_mb_are_refused_and_leave_nothing() {
     let r = a
         .send(a.request(Method::PUT, "/files/streamed.bin").body(body))
         .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // The JSON write endpoint applies the same cap to its content.
+    let r = a.write("keep.bin", &"z".repeat(over)).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
 
     assert_eq!(a.read("keep.bin").await.json["content"], "original");
@@ -662,6 +674,11 @@ async fn unknown_routes_and_methods_answer_json_without_redirects() {
             "{path}"
         );
         assert!(!r.detail().is_empty(), "{path}");
+    }
+    // Not offered: device login (the CLI reads 404 as "no browser login") and open signup.
+    for path in ["/v1/auth/device/start", "/v1/workspaces"] {
+        let r = srv.anonymous().post(path, Value::Null).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
     }
     let r = a.get("/write").await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
