@@ -63,6 +63,17 @@ impl Micros {
         Self(Utc::now().timestamp_micros())
     }
 
+    /// Parses an ISO-8601 / RFC 3339 time with any offset (`Z`, `+00:00`, …) and up to
+    /// nanosecond precision, truncated to microseconds. A time without an offset is UTC.
+    pub fn parse_rfc3339(s: &str) -> Option<Self> {
+        if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+            return Some(Self(dt.timestamp_micros()));
+        }
+        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()
+            .map(|n| Self(n.and_utc().timestamp_micros()))
+    }
+
     /// Fixed-width ISO-8601 with exactly six fractional digits and `Z`, so that the text sorts
     /// like the instant (clients sort `modified_at` as plain strings).
     pub fn to_rfc3339(self) -> String {
@@ -82,6 +93,19 @@ mod tests {
             Micros(1_778_097_600_123_456).to_rfc3339(),
             "2026-05-06T20:00:00.123456Z"
         );
+    }
+
+    #[test]
+    fn parses_both_utc_spellings_at_microsecond_precision() {
+        let z = Micros::parse_rfc3339("2026-05-07T20:00:00.123456Z").unwrap();
+        let off = Micros::parse_rfc3339("2026-05-07T20:00:00.123456+00:00").unwrap();
+        let naive = Micros::parse_rfc3339("2026-05-07T20:00:00.123456").unwrap();
+        assert_eq!(z, off);
+        assert_eq!(z, naive);
+        assert_eq!(z.to_rfc3339(), "2026-05-07T20:00:00.123456Z");
+        let plus2 = Micros::parse_rfc3339("2026-05-07T22:00:00+02:00").unwrap();
+        assert_eq!(plus2.to_rfc3339(), "2026-05-07T20:00:00.000000Z");
+        assert!(Micros::parse_rfc3339("yesterday").is_none());
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub struct NewEvent {
     pub workspace: WorkspaceId,
     pub namespace: Option<Namespace>,
     pub key_id: Option<KeyId>,
+    /// When the change happened. The stored time is this, or one microsecond after the
+    /// workspace's previous event if that is later: event times strictly increase in commit
+    /// order, which is what lets a poller use "newer than the last time I saw" without loss.
     pub created_at: Micros,
     /// The event's `data` object, already serialized as JSON.
     pub data: String,
@@ -136,6 +139,8 @@ pub struct NewEvent {
 /// An event as stored.
 #[derive(Debug, Clone)]
 pub struct EventRecord {
+    /// Position in the log: commit order.
+    pub seq: i64,
     pub id: EventId,
     pub kind: String,
     pub workspace: WorkspaceId,
@@ -143,6 +148,33 @@ pub struct EventRecord {
     pub key_id: Option<String>,
     pub created_at: Micros,
     pub data: String,
+}
+
+/// A page of the event log.
+#[derive(Debug, Clone)]
+pub struct EventQuery {
+    pub workspace: WorkspaceId,
+    pub namespace: Option<Namespace>,
+    /// Only these types; all when empty.
+    pub types: Vec<String>,
+    /// Only events strictly after this time.
+    pub since: Option<Micros>,
+    /// Only events strictly before this log position (the paging cursor).
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+impl EventQuery {
+    pub fn newest(workspace: WorkspaceId, limit: u32) -> Self {
+        Self {
+            workspace,
+            namespace: None,
+            types: Vec::new(),
+            since: None,
+            before_seq: None,
+            limit,
+        }
+    }
 }
 
 #[async_trait]
@@ -241,5 +273,11 @@ pub trait MetaStore: Send + Sync + 'static {
     // --- events ---
 
     /// The newest events of a workspace, newest first.
-    async fn recent_events(&self, ws: &WorkspaceId, limit: u32) -> Result<Vec<EventRecord>>;
+    async fn recent_events(&self, ws: &WorkspaceId, limit: u32) -> Result<Vec<EventRecord>> {
+        self.query_events(&EventQuery::newest(ws.clone(), limit))
+            .await
+    }
+
+    /// Events matching `q`, newest first.
+    async fn query_events(&self, q: &EventQuery) -> Result<Vec<EventRecord>>;
 }

@@ -17,8 +17,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use warren_storage::{Namespace, NsPath, WorkspaceId};
 
 use super::{
-    Entry, EntryKind, Error, EventRecord, FileWrite, KeyRecord, MetaStore, NewEvent, NewKey,
-    Result, Scope,
+    Entry, EntryKind, Error, EventQuery, EventRecord, FileWrite, KeyRecord, MetaStore, NewEvent,
+    NewKey, Result, Scope,
 };
 use crate::ids::{EventId, KeyId, Micros};
 
@@ -107,9 +107,13 @@ const KEY_COLUMNS: &str =
 const ENTRY_COLUMNS: &str = "path, kind, size, mode, mtime, sha256, target";
 
 async fn append_event(tx: &mut Transaction<'_, Sqlite>, ev: &NewEvent) -> Result<()> {
+    // All writes go through one connection, so transactions commit in the order they run and
+    // the MAX below sees every earlier commit: times strictly increase in commit order.
     sqlx::query(
         "INSERT INTO events (id, type, workspace_id, namespace, key_id, created_at, data)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         VALUES (?1, ?2, ?3, ?4, ?5,
+                 MAX(?6, COALESCE((SELECT MAX(created_at) FROM events WHERE workspace_id = ?3), 0) + 1),
+                 ?7)",
     )
     .bind(ev.id.as_str())
     .bind(ev.kind)
@@ -494,29 +498,53 @@ impl MetaStore for SqliteStore {
         Ok(g.unwrap_or(0) as u64)
     }
 
-    async fn recent_events(&self, ws: &WorkspaceId, limit: u32) -> Result<Vec<EventRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, type, workspace_id, namespace, key_id, created_at, data FROM events
-             WHERE workspace_id = ? ORDER BY seq DESC LIMIT ?",
-        )
-        .bind(ws.as_str())
-        .bind(limit as i64)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let ws: String = row.try_get("workspace_id")?;
-                Ok(EventRecord {
-                    id: EventId::from_string(row.try_get("id")?),
-                    kind: row.try_get("type")?,
-                    workspace: WorkspaceId::parse(&ws)
-                        .map_err(|e| Error::Corrupt(e.to_string()))?,
-                    namespace: row.try_get("namespace")?,
-                    key_id: row.try_get("key_id")?,
-                    created_at: Micros(row.try_get("created_at")?),
-                    data: row.try_get("data")?,
-                })
-            })
-            .collect()
+    async fn query_events(&self, q: &EventQuery) -> Result<Vec<EventRecord>> {
+        let mut sql = String::from(
+            "SELECT seq, id, type, workspace_id, namespace, key_id, created_at, data FROM events
+             WHERE workspace_id = ?",
+        );
+        if q.namespace.is_some() {
+            sql.push_str(" AND namespace = ?");
+        }
+        if !q.types.is_empty() {
+            let marks = vec!["?"; q.types.len()].join(", ");
+            sql.push_str(&format!(" AND type IN ({marks})"));
+        }
+        if q.since.is_some() {
+            sql.push_str(" AND created_at > ?");
+        }
+        if q.before_seq.is_some() {
+            sql.push_str(" AND seq < ?");
+        }
+        sql.push_str(" ORDER BY seq DESC LIMIT ?");
+        let mut query = sqlx::query(&sql).bind(q.workspace.as_str());
+        if let Some(ns) = &q.namespace {
+            query = query.bind(ns.as_str());
+        }
+        for t in &q.types {
+            query = query.bind(t.as_str());
+        }
+        if let Some(since) = q.since {
+            query = query.bind(since.0);
+        }
+        if let Some(seq) = q.before_seq {
+            query = query.bind(seq);
+        }
+        let rows = query.bind(q.limit as i64).fetch_all(&self.reader).await?;
+        rows.iter().map(event_from_row).collect()
     }
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<EventRecord> {
+    let ws: String = row.try_get("workspace_id")?;
+    Ok(EventRecord {
+        seq: row.try_get("seq")?,
+        id: EventId::from_string(row.try_get("id")?),
+        kind: row.try_get("type")?,
+        workspace: WorkspaceId::parse(&ws).map_err(|e| Error::Corrupt(e.to_string()))?,
+        namespace: row.try_get("namespace")?,
+        key_id: row.try_get("key_id")?,
+        created_at: Micros(row.try_get("created_at")?),
+        data: row.try_get("data")?,
+    })
 }

@@ -2,6 +2,7 @@
 //! mapping of errors to status codes. The only module that knows JSON and HTTP.
 
 mod error;
+mod events;
 mod extract;
 mod files;
 mod keys;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/workspaces/{ws}/keys/{key_id}/rotate",
             post(keys::rotate),
         )
+        .route("/v1/workspaces/{ws}/events", get(events::list))
         .route(
             "/write",
             post(files::write).layer(DefaultBodyLimit::max(files::WRITE_BODY_LIMIT)),

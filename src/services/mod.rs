@@ -6,6 +6,7 @@
 //! them to status codes in one place.
 
 pub mod auth;
+pub mod events;
 pub mod files;
 mod tree_lock;
 
@@ -18,6 +19,7 @@ use crate::db::{self, MetaStore, NewEvent};
 use crate::ids::{EventId, Micros};
 
 pub use auth::{Caller, Keys};
+pub use events::Events;
 pub use files::Files;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,7 @@ pub struct Services {
     pub blobs: BlobStore,
     pub keys: Keys,
     pub files: Files,
+    pub events: Events,
     pub default_workspace: WorkspaceId,
 }
 
@@ -81,6 +84,7 @@ impl Services {
         Self {
             keys: Keys::new(Arc::clone(&meta), secret),
             files: Files::new(Arc::clone(&meta), blobs.clone()),
+            events: Events::new(Arc::clone(&meta)),
             meta,
             blobs,
             default_workspace,
