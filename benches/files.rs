@@ -132,6 +132,7 @@ async fn main() {
         storage_url: format!("file://{}", dir.path().join("objects").display()),
         admin_key: Some("trove-sk-bench-admin-0123456789".into()),
         secret: Some("bench-secret-bench-secret-bench-secret".into()),
+        webhooks: Default::default(),
     };
     let server = Server::start(&config).await.unwrap();
     let base = Arc::new(format!("http://{}", server.local_addr().unwrap()));

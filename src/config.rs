@@ -3,8 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::services::webhooks::WebhookSettings;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,6 +41,39 @@ pub struct ServeArgs {
     /// [default: file://<data-dir>/objects].
     #[arg(long, env = "WARREN_STORAGE")]
     pub storage: Option<String>,
+    /// Let webhooks target loopback, private and link-local addresses (off: public only).
+    #[arg(long, env = "WARREN_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+    /// Timeout of one webhook delivery attempt.
+    #[arg(long, env = "WARREN_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+    /// Attempts per webhook delivery before it is recorded as failed.
+    #[arg(long, env = "WARREN_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub webhook_max_attempts: u32,
+    /// Delay before the first webhook retry; doubles per attempt, with jitter, up to 1h.
+    #[arg(long, env = "WARREN_WEBHOOK_BACKOFF", default_value = "5s", value_parser = parse_duration)]
+    pub webhook_backoff: Duration,
+}
+
+/// Parses durations like `250ms`, `30s`, `5m`, `2h`, `90d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?} needs a unit: ms, s, m, h or d"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("unknown unit in {s:?}: use ms, s, m, h or d")),
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 /// Resolved configuration for one server.
@@ -52,6 +88,7 @@ pub struct Config {
     /// `WARREN_SECRET`: the HMAC secret for key hashes; shared by every node of a cluster.
     /// Without it the secret is generated once and kept in `<data-dir>/server.secret`.
     pub secret: Option<String>,
+    pub webhooks: WebhookSettings,
 }
 
 impl Config {
@@ -72,6 +109,28 @@ impl Config {
             data_dir,
             admin_key: env("WARREN_ADMIN_KEY"),
             secret: env("WARREN_SECRET"),
+            webhooks: WebhookSettings {
+                allow_private: args.webhook_allow_private,
+                timeout: args.webhook_timeout,
+                max_attempts: args.webhook_max_attempts.max(1),
+                backoff: args.webhook_backoff,
+                ..WebhookSettings::default()
+            },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86400)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("s").is_err());
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod db;
+pub mod envelope;
 pub mod http;
 pub mod ids;
 pub mod server;

@@ -43,7 +43,13 @@ impl Server {
         let (ws, _) = meta
             .ensure_default_workspace(&WorkspaceId::from_random(random), "default", Micros::now())
             .await?;
-        let services = Arc::new(Services::new(meta, blobs, secret, ws.clone()));
+        let services = Arc::new(Services::new(
+            meta,
+            blobs,
+            secret,
+            ws.clone(),
+            config.webhooks.clone(),
+        ));
         let generated_admin_key = bootstrap_admin_key(config, &services, &ws).await?;
 
         let listener = TcpListener::bind(config.listen).await?;
@@ -59,12 +65,14 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish and closes the
-    /// database.
+    /// Serves until `shutdown` resolves, then lets in-flight requests and webhook attempts
+    /// finish and closes the database.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), BoxError> {
+        let token = self.services.shutdown.clone();
+        let worker = tokio::spawn(Arc::clone(&self.services.webhooks).run(token.clone()));
         let app = crate::http::router(Arc::clone(&self.services));
         // Responses go out as headers then body; without NODELAY, Nagle holds the body back
         // until the client's delayed ACK, adding ~40 ms to every small download.
@@ -73,11 +81,18 @@ impl Server {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let stopping = token.clone();
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Ends live streams, which would otherwise hold the drain open forever.
+                stopping.cancel();
+            })
+            .await;
+        token.cancel();
+        worker.await?;
         self.db.close().await;
-        Ok(())
+        Ok(served?)
     }
 }
 

@@ -177,6 +177,44 @@ impl EventQuery {
     }
 }
 
+/// A webhook subscription.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub id: String,
+    pub workspace: WorkspaceId,
+    pub url: String,
+    pub events: Vec<String>,
+    pub namespace: Option<Namespace>,
+    pub description: Option<String>,
+    pub secret: String,
+    pub enabled: bool,
+    pub created_at: Micros,
+    pub last_delivery_at: Option<Micros>,
+    pub last_delivery_ok: Option<bool>,
+    pub last_delivery_status: Option<u16>,
+}
+
+/// A delivery claimed by a worker: the subscription, the event, and how many attempts came
+/// before this one.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub webhook: Webhook,
+    pub event: EventRecord,
+    pub attempts: u32,
+}
+
+/// What one delivery attempt came to.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub ok: bool,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub at: Micros,
+    /// When to try again; `None` when this was the last attempt (or it succeeded).
+    pub retry_at: Option<Micros>,
+}
+
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
     // --- settings and workspaces ---
@@ -280,4 +318,44 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Events matching `q`, newest first.
     async fn query_events(&self, q: &EventQuery) -> Result<Vec<EventRecord>>;
+
+    /// Up to `limit` events after log position `after_seq`, oldest first (the live stream).
+    async fn events_after(
+        &self,
+        ws: &WorkspaceId,
+        namespace: Option<&Namespace>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>>;
+
+    /// The newest log position of a workspace (0 when it has no events).
+    async fn last_event_seq(&self, ws: &WorkspaceId) -> Result<i64>;
+
+    // --- webhooks ---
+
+    async fn insert_webhook(&self, hook: &Webhook, event: &NewEvent) -> Result<()>;
+
+    /// Live (not deleted) subscriptions of a workspace, oldest first.
+    async fn list_webhooks(&self, ws: &WorkspaceId) -> Result<Vec<Webhook>>;
+
+    async fn get_webhook(&self, ws: &WorkspaceId, id: &str) -> Result<Option<Webhook>>;
+
+    /// Deletes a subscription and cancels its pending deliveries; false if there was none.
+    async fn delete_webhook(&self, ws: &WorkspaceId, id: &str, event: &NewEvent) -> Result<bool>;
+
+    /// Leases up to `limit` due deliveries until `lease_until`, at most `per_webhook` for any
+    /// one subscription, skipping subscriptions that already have a delivery in flight.
+    async fn claim_deliveries(
+        &self,
+        now: Micros,
+        lease_until: Micros,
+        limit: u32,
+        per_webhook: u32,
+    ) -> Result<Vec<ClaimedDelivery>>;
+
+    /// Records an attempt on a claimed delivery and on its subscription's health fields.
+    async fn finish_delivery(&self, delivery_id: i64, result: &AttemptResult) -> Result<()>;
+
+    /// Records the outcome of a test delivery on the subscription's health fields.
+    async fn record_webhook_result(&self, webhook_id: &str, result: &AttemptResult) -> Result<()>;
 }

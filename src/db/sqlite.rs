@@ -17,8 +17,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use warren_storage::{Namespace, NsPath, WorkspaceId};
 
 use super::{
-    Entry, EntryKind, Error, EventQuery, EventRecord, FileWrite, KeyRecord, MetaStore, NewEvent,
-    NewKey, Result, Scope,
+    AttemptResult, ClaimedDelivery, Entry, EntryKind, Error, EventQuery, EventRecord, FileWrite,
+    KeyRecord, MetaStore, NewEvent, NewKey, Result, Scope, Webhook,
 };
 use crate::ids::{EventId, KeyId, Micros};
 
@@ -109,11 +109,12 @@ const ENTRY_COLUMNS: &str = "path, kind, size, mode, mtime, sha256, target";
 async fn append_event(tx: &mut Transaction<'_, Sqlite>, ev: &NewEvent) -> Result<()> {
     // All writes go through one connection, so transactions commit in the order they run and
     // the MAX below sees every earlier commit: times strictly increase in commit order.
-    sqlx::query(
+    let seq: i64 = sqlx::query_scalar(
         "INSERT INTO events (id, type, workspace_id, namespace, key_id, created_at, data)
          VALUES (?1, ?2, ?3, ?4, ?5,
                  MAX(?6, COALESCE((SELECT MAX(created_at) FROM events WHERE workspace_id = ?3), 0) + 1),
-                 ?7)",
+                 ?7)
+         RETURNING seq",
     )
     .bind(ev.id.as_str())
     .bind(ev.kind)
@@ -122,9 +123,56 @@ async fn append_event(tx: &mut Transaction<'_, Sqlite>, ev: &NewEvent) -> Result
     .bind(ev.key_id.as_ref().map(|k| k.as_str()))
     .bind(ev.created_at.0)
     .bind(&ev.data)
+    .fetch_one(&mut **tx)
+    .await?;
+    // Fan out to matching subscriptions in the same transaction: the outbox.
+    sqlx::query(
+        "INSERT INTO deliveries (webhook_id, event_seq, state, next_attempt_at, updated_at)
+         SELECT w.id, ?1, 'pending', ?2, ?2 FROM webhooks w
+         WHERE w.workspace_id = ?3 AND w.enabled = 1 AND w.deleted_at IS NULL
+           AND (w.namespace IS NULL OR w.namespace = ?4)
+           AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value IN ('*', ?5))",
+    )
+    .bind(seq)
+    .bind(ev.created_at.0)
+    .bind(ev.workspace.as_str())
+    .bind(ev.namespace.as_ref().map(|n| n.as_str()))
+    .bind(ev.kind)
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+const WEBHOOK_COLUMNS: &str = "w.id, w.workspace_id, w.url, w.events, w.namespace, w.description, \
+     w.secret, w.enabled, w.created_at, w.last_delivery_at, w.last_delivery_ok, w.last_delivery_status";
+
+fn webhook_from_row(row: &SqliteRow) -> Result<Webhook> {
+    let corrupt = |e: String| Error::Corrupt(e);
+    let ws: String = row.try_get("workspace_id")?;
+    let events: String = row.try_get("events")?;
+    let ns: Option<String> = row.try_get("namespace")?;
+    Ok(Webhook {
+        id: row.try_get("id")?,
+        workspace: WorkspaceId::parse(&ws).map_err(|e| corrupt(e.to_string()))?,
+        url: row.try_get("url")?,
+        events: serde_json::from_str(&events).map_err(|e| corrupt(e.to_string()))?,
+        namespace: ns
+            .map(|n| Namespace::parse(&n).map_err(|e| corrupt(e.to_string())))
+            .transpose()?,
+        description: row.try_get("description")?,
+        secret: row.try_get("secret")?,
+        enabled: row.try_get::<i64, _>("enabled")? != 0,
+        created_at: Micros(row.try_get("created_at")?),
+        last_delivery_at: row
+            .try_get::<Option<i64>, _>("last_delivery_at")?
+            .map(Micros),
+        last_delivery_ok: row
+            .try_get::<Option<i64>, _>("last_delivery_ok")?
+            .map(|v| v != 0),
+        last_delivery_status: row
+            .try_get::<Option<i64>, _>("last_delivery_status")?
+            .map(|v| v as u16),
+    })
 }
 
 /// The kinds of `path` and its ancestors that exist, as `(path, kind)`.
@@ -533,6 +581,219 @@ impl MetaStore for SqliteStore {
         let rows = query.bind(q.limit as i64).fetch_all(&self.reader).await?;
         rows.iter().map(event_from_row).collect()
     }
+
+    async fn events_after(
+        &self,
+        ws: &WorkspaceId,
+        namespace: Option<&Namespace>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, id, type, workspace_id, namespace, key_id, created_at, data FROM events
+             WHERE workspace_id = ?1 AND seq > ?2 AND (?3 IS NULL OR namespace = ?3)
+             ORDER BY seq LIMIT ?4",
+        )
+        .bind(ws.as_str())
+        .bind(after_seq)
+        .bind(namespace.map(|n| n.as_str()))
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn last_event_seq(&self, ws: &WorkspaceId) -> Result<i64> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE workspace_id = ?")
+                .bind(ws.as_str())
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    async fn insert_webhook(&self, hook: &Webhook, event: &NewEvent) -> Result<()> {
+        let events =
+            serde_json::to_string(&hook.events).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO webhooks (id, workspace_id, url, events, namespace, description, secret, enabled, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&hook.id)
+        .bind(hook.workspace.as_str())
+        .bind(&hook.url)
+        .bind(events)
+        .bind(hook.namespace.as_ref().map(|n| n.as_str()))
+        .bind(&hook.description)
+        .bind(&hook.secret)
+        .bind(hook.enabled as i64)
+        .bind(hook.created_at.0)
+        .execute(&mut *tx)
+        .await?;
+        append_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_webhooks(&self, ws: &WorkspaceId) -> Result<Vec<Webhook>> {
+        let sql = format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks w
+             WHERE w.workspace_id = ? AND w.deleted_at IS NULL ORDER BY w.created_at, w.id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(ws.as_str())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(webhook_from_row).collect()
+    }
+
+    async fn get_webhook(&self, ws: &WorkspaceId, id: &str) -> Result<Option<Webhook>> {
+        let sql = format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks w
+             WHERE w.workspace_id = ? AND w.id = ? AND w.deleted_at IS NULL"
+        );
+        let row = sqlx::query(&sql)
+            .bind(ws.as_str())
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(webhook_from_row).transpose()
+    }
+
+    async fn delete_webhook(&self, ws: &WorkspaceId, id: &str, event: &NewEvent) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE webhooks SET deleted_at = ? WHERE workspace_id = ? AND id = ? AND deleted_at IS NULL",
+        )
+        .bind(event.created_at.0)
+        .bind(ws.as_str())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !done {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE deliveries SET state = 'failed', last_error = 'subscription deleted', updated_at = ?
+             WHERE webhook_id = ? AND state = 'pending'",
+        )
+        .bind(event.created_at.0)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        append_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Micros,
+        lease_until: Micros,
+        limit: u32,
+        per_webhook: u32,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let mut tx = self.writer.begin().await?;
+        let claimed: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+            "UPDATE deliveries SET locked_until = ?2
+             WHERE id IN (
+               SELECT id FROM (
+                 SELECT d.id, ROW_NUMBER() OVER (PARTITION BY d.webhook_id ORDER BY d.id) AS n
+                 FROM deliveries d
+                 WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
+                   AND (d.locked_until IS NULL OR d.locked_until < ?1)
+                   AND NOT EXISTS (
+                     SELECT 1 FROM deliveries busy
+                     WHERE busy.webhook_id = d.webhook_id AND busy.state = 'pending'
+                       AND busy.locked_until >= ?1)
+               ) WHERE n <= ?4
+               ORDER BY id LIMIT ?3)
+             RETURNING id, webhook_id, event_seq, attempts",
+        )
+        .bind(now.0)
+        .bind(lease_until.0)
+        .bind(limit as i64)
+        .bind(per_webhook as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(claimed.len());
+        for (id, webhook_id, seq, attempts) in claimed {
+            let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.id = ?");
+            let hook = sqlx::query(&sql)
+                .bind(&webhook_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let ev = sqlx::query(
+                "SELECT seq, id, type, workspace_id, namespace, key_id, created_at, data
+                 FROM events WHERE seq = ?",
+            )
+            .bind(seq)
+            .fetch_one(&mut *tx)
+            .await?;
+            out.push(ClaimedDelivery {
+                id,
+                webhook: webhook_from_row(&hook)?,
+                event: event_from_row(&ev)?,
+                attempts: attempts as u32,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn finish_delivery(&self, delivery_id: i64, r: &AttemptResult) -> Result<()> {
+        let state = match (r.ok, r.retry_at) {
+            (true, _) => "delivered",
+            (false, Some(_)) => "pending",
+            (false, None) => "failed",
+        };
+        let mut tx = self.writer.begin().await?;
+        let webhook_id: String = sqlx::query_scalar(
+            "UPDATE deliveries SET state = ?, attempts = attempts + 1, locked_until = NULL,
+               next_attempt_at = COALESCE(?, next_attempt_at), last_status = ?, last_error = ?,
+               updated_at = ?
+             WHERE id = ? RETURNING webhook_id",
+        )
+        .bind(state)
+        .bind(r.retry_at.map(|t| t.0))
+        .bind(r.status.map(i64::from))
+        .bind(&r.error)
+        .bind(r.at.0)
+        .bind(delivery_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        record_result(&mut tx, &webhook_id, r).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_webhook_result(&self, webhook_id: &str, r: &AttemptResult) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        record_result(&mut tx, webhook_id, r).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn record_result(
+    tx: &mut Transaction<'_, Sqlite>,
+    webhook_id: &str,
+    r: &AttemptResult,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE webhooks SET last_delivery_at = ?, last_delivery_ok = ?, last_delivery_status = ?
+         WHERE id = ?",
+    )
+    .bind(r.at.0)
+    .bind(r.ok as i64)
+    .bind(r.status.map(i64::from))
+    .bind(webhook_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn event_from_row(row: &SqliteRow) -> Result<EventRecord> {

@@ -1,5 +1,4 @@
-//! `GET /v1/workspaces/{ws}/events`: the event feed, and the envelope every event is shown in
-//! (spec §7.1), shared by the feed, webhook deliveries and the live stream.
+//! `GET /v1/workspaces/{ws}/events`: the event feed.
 
 use axum::Json;
 use axum::extract::State;
@@ -10,28 +9,9 @@ use warren_storage::Namespace;
 
 use super::extract::{Auth, QueryParams, UrlParams};
 use super::{ApiError, ApiResult, AppState};
-use crate::db::EventRecord;
+use crate::envelope::envelope;
 use crate::ids::Micros;
 use crate::services::events::{Cursor, DEFAULT_LIMIT, Feed};
-
-/// The API version stamped on every envelope (the one trove-sdk's fixtures carry).
-pub const API_VERSION: &str = "2026-04-30";
-
-/// The envelope of an event. `event_id` repeats `id` for clients that read either.
-pub fn envelope(e: &EventRecord) -> Value {
-    let data: Value = serde_json::from_str(&e.data).unwrap_or_else(|_| json!({}));
-    json!({
-        "id": e.id.as_str(),
-        "event_id": e.id.as_str(),
-        "type": e.kind,
-        "api_version": API_VERSION,
-        "workspace_id": e.workspace.as_str(),
-        "namespace": e.namespace,
-        "key_id": e.key_id,
-        "created_at": e.created_at.to_rfc3339(),
-        "data": data,
-    })
-}
 
 #[derive(Deserialize)]
 pub struct FeedQuery {

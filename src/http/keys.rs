@@ -57,7 +57,7 @@ pub async fn create(
     UrlParams(ws): UrlParams<String>,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let ws = caller.require_admin(&ws)?;
+    let ws = caller.require_admin(&ws, "keys")?;
     let req = KeyRequest {
         name: body.name,
         namespace: body.namespace,
@@ -75,7 +75,7 @@ pub async fn list(
     Auth(caller): Auth,
     UrlParams(ws): UrlParams<String>,
 ) -> ApiResult<Json<Value>> {
-    let ws = caller.require_admin(&ws)?;
+    let ws = caller.require_admin(&ws, "keys")?;
     let keys = state.keys.list(&ws).await?;
     Ok(Json(
         json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
@@ -87,7 +87,7 @@ pub async fn revoke(
     Auth(caller): Auth,
     UrlParams((ws, key_id)): UrlParams<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let ws = caller.require_admin(&ws)?;
+    let ws = caller.require_admin(&ws, "keys")?;
     let id = KeyId::from_string(key_id);
     state.keys.revoke(&caller, &ws, &id).await?;
     Ok(Json(json!({ "key_id": id.as_str(), "revoked": true })))
@@ -98,7 +98,7 @@ pub async fn rotate(
     Auth(caller): Auth,
     UrlParams((ws, key_id)): UrlParams<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let ws = caller.require_admin(&ws)?;
+    let ws = caller.require_admin(&ws, "keys")?;
     let id = KeyId::from_string(key_id);
     let (record, plaintext) = state.keys.rotate(&caller, &ws, &id).await?;
     Ok(Json(key_with_secret(&record, plaintext)))

@@ -6,6 +6,7 @@ mod events;
 mod extract;
 mod files;
 mod keys;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -37,6 +38,19 @@ pub fn router(state: AppState) -> Router {
             post(keys::rotate),
         )
         .route("/v1/workspaces/{ws}/events", get(events::list))
+        .route(
+            "/v1/workspaces/{ws}/webhooks",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route("/v1/workspaces/{ws}/webhooks/stream", get(webhooks::stream))
+        .route(
+            "/v1/workspaces/{ws}/webhooks/{id}",
+            delete(webhooks::delete),
+        )
+        .route(
+            "/v1/workspaces/{ws}/webhooks/{id}/test",
+            post(webhooks::test),
+        )
         .route(
             "/write",
             post(files::write).layer(DefaultBodyLimit::max(files::WRITE_BODY_LIMIT)),

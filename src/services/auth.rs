@@ -37,13 +37,13 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Checks that this key may manage workspace `ws` (keys, webhooks, events administration).
-    pub fn require_admin(&self, ws: &str) -> Result<WorkspaceId> {
+    /// Checks that this key may manage `what` (keys, webhooks) in workspace `ws`.
+    pub fn require_admin(&self, ws: &str, what: &str) -> Result<WorkspaceId> {
         let ws = self.require_workspace(ws)?;
         if self.key.scope != Scope::Admin {
-            return Err(Error::Forbidden(
-                "Workspace keys cannot manage keys.".into(),
-            ));
+            return Err(Error::Forbidden(format!(
+                "Workspace keys cannot manage {what}."
+            )));
         }
         Ok(ws)
     }

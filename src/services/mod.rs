@@ -9,10 +9,12 @@ pub mod auth;
 pub mod events;
 pub mod files;
 mod tree_lock;
+pub mod webhooks;
 
 use std::sync::Arc;
 
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use warren_storage::{BlobStore, NameError, Namespace, WorkspaceId};
 
 use crate::db::{self, MetaStore, NewEvent};
@@ -21,6 +23,7 @@ use crate::ids::{EventId, Micros};
 pub use auth::{Caller, Keys};
 pub use events::Events;
 pub use files::Files;
+pub use webhooks::Webhooks;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -71,7 +74,10 @@ pub struct Services {
     pub keys: Keys,
     pub files: Files,
     pub events: Events,
+    pub webhooks: Arc<Webhooks>,
     pub default_workspace: WorkspaceId,
+    /// Cancelled when the server begins shutting down; long-lived responses end on it.
+    pub shutdown: CancellationToken,
 }
 
 impl Services {
@@ -80,14 +86,17 @@ impl Services {
         blobs: BlobStore,
         secret: [u8; 32],
         default_workspace: WorkspaceId,
+        webhooks: webhooks::WebhookSettings,
     ) -> Self {
         Self {
             keys: Keys::new(Arc::clone(&meta), secret),
             files: Files::new(Arc::clone(&meta), blobs.clone()),
             events: Events::new(Arc::clone(&meta)),
+            webhooks: Arc::new(Webhooks::new(Arc::clone(&meta), webhooks)),
             meta,
             blobs,
             default_workspace,
+            shutdown: CancellationToken::new(),
         }
     }
 }

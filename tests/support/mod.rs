@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -13,6 +14,7 @@ use tokio::task::JoinHandle;
 use warren::config::Config;
 use warren::server::Server;
 use warren::services::Services;
+use warren::services::webhooks::WebhookSettings;
 
 pub const ADMIN_KEY: &str = "trove-sk-test-admin-0123456789abcdef";
 const SECRET: &str = "test-secret-test-secret-test-secret-0123";
@@ -35,6 +37,14 @@ pub fn config(dir: &Path) -> Config {
         storage_url: format!("file://{}", dir.join("objects").display()),
         admin_key: Some(ADMIN_KEY.to_owned()),
         secret: Some(SECRET.to_owned()),
+        // Receivers in tests listen on loopback; retries are quick so tests stay short.
+        webhooks: WebhookSettings {
+            allow_private: true,
+            timeout: Duration::from_secs(2),
+            max_attempts: 4,
+            backoff: Duration::from_millis(100),
+            poll: Duration::from_millis(50),
+        },
     }
 }
 

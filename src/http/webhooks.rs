@@ -1,0 +1,168 @@
+//! Webhook management (`/v1/workspaces/{ws}/webhooks`, spec §6.2) and the live event stream
+//! (`…/webhooks/stream`, SSE, spec §6.4). Admin keys only.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use warren_storage::Namespace;
+
+use super::extract::{ApiJson, Auth, QueryParams, UrlParams};
+use super::{ApiError, ApiResult, AppState};
+use crate::db::Webhook;
+use crate::envelope::envelope;
+use crate::ids::EventId;
+use crate::services::webhooks::NewWebhook;
+
+const STREAM_POLL: Duration = Duration::from_millis(200);
+const STREAM_BATCH: u32 = 100;
+
+fn webhook_json(w: &Webhook) -> Value {
+    json!({
+        "webhook_id": w.id,
+        "url": w.url,
+        "events": w.events,
+        "namespace": w.namespace.as_ref().map(|n| n.as_str()),
+        "description": w.description,
+        "enabled": w.enabled,
+        "created_at": w.created_at.to_rfc3339(),
+        "last_delivery_ok": w.last_delivery_ok,
+        "last_delivery_at": w.last_delivery_at.map(|t| t.to_rfc3339()),
+        "last_delivery_status": w.last_delivery_status,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct CreateWebhook {
+    url: String,
+    #[serde(default)]
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    UrlParams(ws): UrlParams<String>,
+    ApiJson(body): ApiJson<CreateWebhook>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let ws = caller.require_admin(&ws, "webhooks")?;
+    let req = NewWebhook {
+        url: body.url,
+        events: body.events.unwrap_or_else(|| vec!["*".into()]),
+        namespace: body.namespace,
+        description: body.description,
+    };
+    let hook = state.webhooks.create(&caller, &ws, req).await?;
+    let mut v = webhook_json(&hook);
+    v["signing_secret"] = Value::String(hook.secret.clone());
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    UrlParams(ws): UrlParams<String>,
+) -> ApiResult<Json<Value>> {
+    let ws = caller.require_admin(&ws, "webhooks")?;
+    let hooks = state.webhooks.list(&ws).await?;
+    Ok(Json(
+        json!({ "webhooks": hooks.iter().map(webhook_json).collect::<Vec<_>>() }),
+    ))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    UrlParams((ws, id)): UrlParams<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let ws = caller.require_admin(&ws, "webhooks")?;
+    state.webhooks.delete(&caller, &ws, &id).await?;
+    Ok(Json(json!({ "webhook_id": id, "deleted": true })))
+}
+
+pub async fn test(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    UrlParams((ws, id)): UrlParams<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let ws = caller.require_admin(&ws, "webhooks")?;
+    let out = state.webhooks.test(&ws, &id).await?;
+    Ok(Json(json!({
+        "ok": out.ok,
+        "status": out.status,
+        "event_id": out.event_id.as_str(),
+        "error": out.error,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    namespace: Option<String>,
+}
+
+/// Server-sent events: a synthetic `connected` frame, then one single-line JSON envelope per
+/// event committed after the connection opened, LF-framed, with keepalive comments.
+pub async fn stream(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    UrlParams(ws): UrlParams<String>,
+    QueryParams(q): QueryParams<StreamQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let ws = caller.require_admin(&ws, "webhooks")?;
+    let ns = q
+        .namespace
+        .filter(|n| !n.is_empty())
+        .map(|n| Namespace::parse(&n))
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let start = state
+        .meta
+        .last_event_seq(&ws)
+        .await
+        .map_err(crate::services::Error::from)?;
+    let connected = json!({ "type": "connected", "id": EventId::random().as_str() });
+    let meta = state.meta.clone();
+    let events =
+        futures::stream::unfold((start, VecDeque::new()), move |(mut seq, mut pending)| {
+            let (meta, ws, ns) = (meta.clone(), ws.clone(), ns.clone());
+            async move {
+                loop {
+                    if let Some(e) = pending.pop_front() {
+                        let frame = Event::default().data(envelope(&e).to_string());
+                        return Some((Ok(frame), (seq, pending)));
+                    }
+                    match meta.events_after(&ws, ns.as_ref(), seq, STREAM_BATCH).await {
+                        Ok(batch) if !batch.is_empty() => {
+                            seq = batch.last().map_or(seq, |e| e.seq);
+                            pending.extend(batch);
+                        }
+                        Ok(_) => tokio::time::sleep(STREAM_POLL).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "event stream poll failed");
+                            tokio::time::sleep(STREAM_POLL * 5).await;
+                        }
+                    }
+                }
+            }
+        });
+    let stream =
+        futures::stream::once(async move { Ok(Event::default().data(connected.to_string())) })
+            .chain(events)
+            .take_until(state.shutdown.clone().cancelled_owned());
+    Ok(Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keepalive"),
+    ))
+}
