@@ -44,6 +44,10 @@ def start_warren(data_dir: Path, extra_env: dict | None = None) -> Warren:
         "WARREN_ADMIN_KEY": ADMIN_KEY,
         "WARREN_LISTEN": f"127.0.0.1:{port}",
         "WARREN_DATA_DIR": str(data_dir),
+        # Test receivers listen on loopback; retries are quick so tests stay short.
+        "WARREN_WEBHOOK_ALLOW_PRIVATE": "true",
+        "WARREN_WEBHOOK_BACKOFF": "200ms",
+        "WARREN_WEBHOOK_MAX_ATTEMPTS": "5",
         **(extra_env or {}),
     }
     log = open(data_dir.parent / f"warren-{port}.log", "wb")
@@ -109,6 +113,54 @@ def home(tmp_path) -> Path:
     h = tmp_path / "home"
     h.mkdir()
     return h
+
+
+class Receiver:
+    """A webhook receiver on a loopback port that records every delivery; it can be told to
+    answer 500 to the first N requests."""
+
+    def __init__(self, port: int = 0, fail_first: int = 0):
+        import http.server
+        import threading
+
+        self.got: list[tuple[dict, bytes]] = []
+        self.fail_first = fail_first
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                failing = outer.fail_first > 0
+                outer.fail_first -= 1 if failing else 0
+                self.send_response(500 if failing else 204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, n: int, timeout: float = 20.0) -> list[tuple[dict, bytes]]:
+        deadline = time.monotonic() + timeout
+        while len(self.got) < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {n} deliveries, got {len(self.got)}")
+            time.sleep(0.05)
+        return list(self.got)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
 
 
 def run_cli(home: Path, *args: str, input: str | None = None, env: dict | None = None):
