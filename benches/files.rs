@@ -133,6 +133,7 @@ async fn main() {
         admin_key: Some("trove-sk-bench-admin-0123456789".into()),
         secret: Some("bench-secret-bench-secret-bench-secret".into()),
         webhooks: Default::default(),
+        retention: Default::default(),
     };
     let server = Server::start(&config).await.unwrap();
     let base = Arc::new(format!("http://{}", server.local_addr().unwrap()));

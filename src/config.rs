@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::services::retention::RetentionSettings;
 use crate::services::webhooks::WebhookSettings;
 
 #[derive(Parser, Debug)]
@@ -53,6 +54,12 @@ pub struct ServeArgs {
     /// Delay before the first webhook retry; doubles per attempt, with jitter, up to 1h.
     #[arg(long, env = "WARREN_WEBHOOK_BACKOFF", default_value = "5s", value_parser = parse_duration)]
     pub webhook_backoff: Duration,
+    /// How long events and audit records are kept.
+    #[arg(long, env = "WARREN_EVENT_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub event_retention: Duration,
+    /// How often expired records are swept.
+    #[arg(long, env = "WARREN_SWEEP_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
 }
 
 /// Parses durations like `250ms`, `30s`, `5m`, `2h`, `90d`.
@@ -89,6 +96,7 @@ pub struct Config {
     /// Without it the secret is generated once and kept in `<data-dir>/server.secret`.
     pub secret: Option<String>,
     pub webhooks: WebhookSettings,
+    pub retention: RetentionSettings,
 }
 
 impl Config {
@@ -115,6 +123,10 @@ impl Config {
                 max_attempts: args.webhook_max_attempts.max(1),
                 backoff: args.webhook_backoff,
                 ..WebhookSettings::default()
+            },
+            retention: RetentionSettings {
+                events: args.event_retention,
+                sweep_interval: args.sweep_interval,
             },
         })
     }

@@ -215,6 +215,44 @@ pub struct AttemptResult {
     pub retry_at: Option<Micros>,
 }
 
+/// One audited operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// Position in the trail (0 before it is stored).
+    pub seq: i64,
+    pub workspace: WorkspaceId,
+    pub key_id: String,
+    pub namespace: Option<String>,
+    pub operation: String,
+    pub path: Option<String>,
+    pub status: u16,
+    pub created_at: Micros,
+}
+
+/// A slice of the audit trail. Newest first, unless `oldest_first`.
+#[derive(Debug, Clone)]
+pub struct AuditQuery {
+    pub workspace: WorkspaceId,
+    pub key_id: Option<String>,
+    pub namespace: Option<String>,
+    pub operation: Option<String>,
+    /// Inclusive lower and exclusive upper bounds on `created_at`.
+    pub from: Option<Micros>,
+    pub to: Option<Micros>,
+    /// Continue past this position (below it newest-first, above it oldest-first).
+    pub cursor: Option<i64>,
+    pub oldest_first: bool,
+    pub limit: u32,
+}
+
+/// What a retention sweep removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Swept {
+    pub events: u64,
+    pub deliveries: u64,
+    pub audit: u64,
+}
+
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
     // --- settings and workspaces ---
@@ -355,6 +393,16 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Records an attempt on a claimed delivery and on its subscription's health fields.
     async fn finish_delivery(&self, delivery_id: i64, result: &AttemptResult) -> Result<()>;
+
+    // --- audit trail and retention ---
+
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<()>;
+
+    async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>>;
+
+    /// Deletes events (with their finished deliveries) and audit records older than `cutoff`,
+    /// at most `batch` of each per call, so a large backlog is removed in bounded steps.
+    async fn sweep_log(&self, cutoff: Micros, batch: u32) -> Result<Swept>;
 
     /// Records the outcome of a test delivery on the subscription's health fields.
     async fn record_webhook_result(&self, webhook_id: &str, result: &AttemptResult) -> Result<()>;

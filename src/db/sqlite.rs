@@ -17,8 +17,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use warren_storage::{Namespace, NsPath, WorkspaceId};
 
 use super::{
-    AttemptResult, ClaimedDelivery, Entry, EntryKind, Error, EventQuery, EventRecord, FileWrite,
-    KeyRecord, MetaStore, NewEvent, NewKey, Result, Scope, Webhook,
+    AttemptResult, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error, EventQuery,
+    EventRecord, FileWrite, KeyRecord, MetaStore, NewEvent, NewKey, Result, Scope, Swept, Webhook,
 };
 use crate::ids::{EventId, KeyId, Micros};
 
@@ -768,6 +768,112 @@ impl MetaStore for SqliteStore {
         record_result(&mut tx, &webhook_id, r).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        for r in records {
+            sqlx::query(
+                "INSERT INTO audit (workspace_id, key_id, namespace, operation, path, status, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(r.workspace.as_str())
+            .bind(&r.key_id)
+            .bind(&r.namespace)
+            .bind(&r.operation)
+            .bind(&r.path)
+            .bind(i64::from(r.status))
+            .bind(r.created_at.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        let (cmp, order) = if q.oldest_first {
+            (">", "ASC")
+        } else {
+            ("<", "DESC")
+        };
+        let sql = format!(
+            "SELECT seq, workspace_id, key_id, namespace, operation, path, status, created_at
+             FROM audit
+             WHERE workspace_id = ?1
+               AND (?2 IS NULL OR key_id = ?2)
+               AND (?3 IS NULL OR namespace = ?3)
+               AND (?4 IS NULL OR operation = ?4)
+               AND (?5 IS NULL OR created_at >= ?5)
+               AND (?6 IS NULL OR created_at < ?6)
+               AND (?7 IS NULL OR seq {cmp} ?7)
+             ORDER BY seq {order} LIMIT ?8"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(q.workspace.as_str())
+            .bind(&q.key_id)
+            .bind(&q.namespace)
+            .bind(&q.operation)
+            .bind(q.from.map(|t| t.0))
+            .bind(q.to.map(|t| t.0))
+            .bind(q.cursor)
+            .bind(q.limit as i64)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let ws: String = row.try_get("workspace_id")?;
+                Ok(AuditRecord {
+                    seq: row.try_get("seq")?,
+                    workspace: WorkspaceId::parse(&ws)
+                        .map_err(|e| Error::Corrupt(e.to_string()))?,
+                    key_id: row.try_get("key_id")?,
+                    namespace: row.try_get("namespace")?,
+                    operation: row.try_get("operation")?,
+                    path: row.try_get("path")?,
+                    status: row.try_get::<i64, _>("status")? as u16,
+                    created_at: Micros(row.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn sweep_log(&self, cutoff: Micros, batch: u32) -> Result<Swept> {
+        let mut tx = self.writer.begin().await?;
+        let old_events = "SELECT seq FROM events WHERE created_at < ?1 ORDER BY seq LIMIT ?2";
+        // Deliveries still pending keep their event: they are not done yet.
+        let deliveries = sqlx::query(&format!(
+            "DELETE FROM deliveries WHERE state <> 'pending' AND event_seq IN ({old_events})"
+        ))
+        .bind(cutoff.0)
+        .bind(batch as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let events = sqlx::query(&format!(
+            "DELETE FROM events WHERE seq IN ({old_events})
+               AND seq NOT IN (SELECT event_seq FROM deliveries)"
+        ))
+        .bind(cutoff.0)
+        .bind(batch as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let audit = sqlx::query(
+            "DELETE FROM audit WHERE seq IN
+               (SELECT seq FROM audit WHERE created_at < ?1 ORDER BY seq LIMIT ?2)",
+        )
+        .bind(cutoff.0)
+        .bind(batch as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(Swept {
+            events,
+            deliveries,
+            audit,
+        })
     }
 
     async fn record_webhook_result(&self, webhook_id: &str, r: &AttemptResult) -> Result<()> {

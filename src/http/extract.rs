@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use warren_storage::Namespace;
 
 use super::AppState;
+use super::audit::AuditSlot;
 use super::error::ApiError;
 use crate::services::Caller;
 
@@ -36,10 +37,20 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 /// A runtime call's caller and the namespace it acts on (`X-Namespace` checked against the
-/// key's scope).
+/// key's scope). Also the handle through which the handler tells the audit trail its path.
 pub struct Runtime {
     pub caller: Caller,
     pub ns: Namespace,
+    audit: Option<AuditSlot>,
+}
+
+impl Runtime {
+    /// Records the path the client asked for, before it is validated.
+    pub fn note_path(&self, path: &str) {
+        if let Some(slot) = &self.audit {
+            slot.path(path);
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Runtime {
@@ -47,14 +58,20 @@ impl FromRequestParts<AppState> for Runtime {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Auth(caller) = Auth::from_request_parts(parts, state).await?;
-        let header = match parts.headers.get("x-namespace") {
-            None => None,
-            Some(v) => Some(v.to_str().map_err(|_| {
-                ApiError::new(StatusCode::BAD_REQUEST, "X-Namespace is not valid text")
-            })?),
-        };
+        let audit = parts.extensions.get::<AuditSlot>().cloned();
+        let raw = parts.headers.get("x-namespace");
+        if let Some(slot) = &audit {
+            slot.caller(&caller, raw.and_then(|v| v.to_str().ok()));
+        }
+        let header = raw
+            .map(|v| v.to_str())
+            .transpose()
+            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "X-Namespace is not valid text"))?;
         let ns = caller.runtime_namespace(header)?;
-        Ok(Runtime { caller, ns })
+        if let Some(slot) = &audit {
+            slot.namespace(ns.as_str());
+        }
+        Ok(Runtime { caller, ns, audit })
     }
 }
 

@@ -29,12 +29,13 @@ fn bad_path(e: warren_storage::NameError) -> ApiError {
 }
 
 /// The file path of a `/files/{path}` URL, percent-decoded once.
-fn url_file_path(uri: &Uri) -> ApiResult<NsPath> {
+fn url_file_path(rt: &Runtime, uri: &Uri) -> ApiResult<NsPath> {
     let raw = uri.path().strip_prefix("/files/").unwrap_or_default();
-    let decoded = percent_encoding::percent_decode_str(raw)
-        .decode_utf8()
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    rt.note_path(&String::from_utf8_lossy(&bytes));
+    let decoded = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "path is not valid UTF-8"))?;
-    NsPath::parse(&decoded).map_err(bad_path)
+    NsPath::parse(decoded).map_err(bad_path)
 }
 
 #[derive(Deserialize)]
@@ -48,6 +49,7 @@ pub async fn write(
     rt: Runtime,
     ApiJson(body): ApiJson<WriteBody, WRITE_BODY_LIMIT>,
 ) -> ApiResult<Json<Value>> {
+    rt.note_path(&body.path);
     let path = NsPath::parse(&body.path).map_err(bad_path)?;
     let bytes = axum::body::Bytes::from(body.content);
     let declared = Some(bytes.len() as u64);
@@ -73,7 +75,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Value>> {
-    let path = url_file_path(&uri)?;
+    let path = url_file_path(&rt, &uri)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -101,7 +103,7 @@ pub async fn root_path(_rt: Runtime) -> ApiError {
 }
 
 pub async fn download(State(state): State<AppState>, rt: Runtime, uri: Uri) -> ApiResult<Response> {
-    let path = url_file_path(&uri)?;
+    let path = url_file_path(&rt, &uri)?;
     let dl = state.files.download(&rt.caller, &rt.ns, &path).await?;
     let sent = dl.size.min(MAX_FILE_BYTES);
     let stream = dl.stream.map(|r| r.map_err(std::io::Error::other));
@@ -129,6 +131,7 @@ pub async fn delete(
     rt: Runtime,
     ApiJson(body): ApiJson<PathBody>,
 ) -> ApiResult<Json<Value>> {
+    rt.note_path(&body.path);
     let path = NsPath::parse(&body.path).map_err(bad_path)?;
     state.files.delete(&rt.caller, &rt.ns, &path).await?;
     Ok(Json(json!({ "deleted": path.wire() })))
@@ -158,7 +161,9 @@ pub async fn list(
     rt: Runtime,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let dir = NsPath::parse_client(q.path.as_deref().unwrap_or("workspace/")).map_err(bad_path)?;
+    let raw = q.path.as_deref().unwrap_or("workspace/");
+    rt.note_path(raw);
+    let dir = NsPath::parse_client(raw).map_err(bad_path)?;
     let recursive = match q.recursive.as_deref() {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
@@ -189,6 +194,7 @@ pub async fn content(
     rt: Runtime,
     QueryParams(q): QueryParams<ContentQuery>,
 ) -> ApiResult<Json<Value>> {
+    rt.note_path(&q.path);
     let path = NsPath::parse_client(&q.path).map_err(bad_path)?;
     let c = state.files.read_text(&rt.caller, &rt.ns, &path).await?;
     let encoding = if c.text.is_some() { "utf-8" } else { "binary" };

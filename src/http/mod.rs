@@ -1,6 +1,7 @@
 //! The HTTP edge: routes of the TroveFiles wire protocol, request/response shapes, and the
 //! mapping of errors to status codes. The only module that knows JSON and HTTP.
 
+mod audit;
 mod error;
 mod events;
 mod extract;
@@ -51,6 +52,17 @@ pub fn router(state: AppState) -> Router {
             "/v1/workspaces/{ws}/webhooks/{id}/test",
             post(webhooks::test),
         )
+        .route("/v1/workspaces/{ws}/audit", get(audit::list))
+        .route("/v1/workspaces/{ws}/audit/export", get(audit::export))
+        .merge(runtime(state.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// The runtime routes (files; later exec and snapshots): every call is audited.
+fn runtime(state: AppState) -> Router<AppState> {
+    Router::new()
         .route(
             "/write",
             post(files::write).layer(DefaultBodyLimit::max(files::WRITE_BODY_LIMIT)),
@@ -65,9 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/delete", post(files::delete))
         .route("/v1/files", get(files::list))
         .route("/v1/files/content", get(files::content))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(state, audit::record))
 }
 
 async fn healthz() -> axum::Json<serde_json::Value> {

@@ -5,9 +5,11 @@
 //! [`Error`], whose variants say what went wrong in terms a client can act on; `src/http` maps
 //! them to status codes in one place.
 
+pub mod audit;
 pub mod auth;
 pub mod events;
 pub mod files;
+pub mod retention;
 mod tree_lock;
 pub mod webhooks;
 
@@ -20,6 +22,7 @@ use warren_storage::{BlobStore, NameError, Namespace, WorkspaceId};
 use crate::db::{self, MetaStore, NewEvent};
 use crate::ids::{EventId, Micros};
 
+pub use audit::Audit;
 pub use auth::{Caller, Keys};
 pub use events::Events;
 pub use files::Files;
@@ -75,6 +78,7 @@ pub struct Services {
     pub files: Files,
     pub events: Events,
     pub webhooks: Arc<Webhooks>,
+    pub audit: Arc<Audit>,
     pub default_workspace: WorkspaceId,
     /// Cancelled when the server begins shutting down; long-lived responses end on it.
     pub shutdown: CancellationToken,
@@ -93,6 +97,7 @@ impl Services {
             files: Files::new(Arc::clone(&meta), blobs.clone()),
             events: Events::new(Arc::clone(&meta)),
             webhooks: Arc::new(Webhooks::new(Arc::clone(&meta), webhooks)),
+            audit: Arc::new(Audit::new(Arc::clone(&meta))),
             meta,
             blobs,
             default_workspace,

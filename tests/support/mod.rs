@@ -45,6 +45,7 @@ pub fn config(dir: &Path) -> Config {
             backoff: Duration::from_millis(100),
             poll: Duration::from_millis(50),
         },
+        retention: Default::default(),
     }
 }
 
