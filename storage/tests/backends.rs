@@ -29,6 +29,25 @@ fn local() -> Fixture {
     }
 }
 
+/// S3 (LocalStack in scripts/test): one bucket per run, a fresh root prefix per test.
+#[cfg(feature = "s3-tests")]
+fn s3() -> Fixture {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let bucket = std::env::var("WARREN_TEST_S3_BUCKET")
+        .expect("the s3-tests feature needs WARREN_TEST_S3_BUCKET and AWS_* (see scripts/test)");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("t-{nanos}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    Fixture {
+        store: BlobStore::open(&format!("s3://{bucket}/{prefix}")).unwrap(),
+        ws: WorkspaceId::parse("ws-0000000000000001").unwrap(),
+        _dir: None,
+    }
+}
+
 fn ns(s: &str) -> Namespace {
     Namespace::parse(s).unwrap()
 }
@@ -186,3 +205,5 @@ macro_rules! backends {
 }
 
 backends!(memory, local);
+#[cfg(feature = "s3-tests")]
+backends!(s3);
