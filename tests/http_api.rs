@@ -376,7 +376,7 @@ async fn uploads_over_100_mb_are_refused_and_leave_nothing() {
     assert_eq!(a.read("keep.bin").await.json["content"], "original");
     assert_eq!(a.paths("workspace/", true).await, ["workspace/keep.bin"]);
     let mut objects = Vec::new();
-    for e in walk(&srv.dir.path().join("objects")) {
+    for e in support::walk(&srv.dir.path().join("objects")) {
         objects.push(e);
     }
     assert_eq!(
@@ -384,19 +384,6 @@ async fn uploads_over_100_mb_are_refused_and_leave_nothing() {
         1,
         "no staged or partial objects remain: {objects:?}"
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::test]

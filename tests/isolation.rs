@@ -97,7 +97,7 @@ impl Scene {
     fn objects_in_place(&self) {
         let root = self.srv.dir.path().join("objects");
         let ws = &self.srv.ws;
-        for path in walk(&root) {
+        for path in support::walk(&root) {
             let rel = path
                 .strip_prefix(&root)
                 .unwrap()
@@ -109,19 +109,6 @@ impl Scene {
             assert!(ok, "object outside its namespace: {rel}");
         }
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// Paths that try to leave the namespace, as they would be typed or encoded by an attacker.

@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use warren_storage::Namespace;
+use warren_storage::{Namespace, NsPath};
 
 use super::AppState;
 use super::audit::AuditSlot;
@@ -51,6 +51,22 @@ impl Runtime {
             slot.path(path);
         }
     }
+
+    /// A write-side path (`/write`, `/delete`, `/files/…`), noted for the audit trail.
+    pub fn path(&self, raw: &str) -> Result<NsPath, ApiError> {
+        self.note_path(raw);
+        NsPath::parse(raw).map_err(bad_path)
+    }
+
+    /// A read-side path (`/v1/files*`: the `workspace/` forms too), noted for the audit trail.
+    pub fn client_path(&self, raw: &str) -> Result<NsPath, ApiError> {
+        self.note_path(raw);
+        NsPath::parse_client(raw).map_err(bad_path)
+    }
+}
+
+fn bad_path(e: warren_storage::NameError) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
 }
 
 impl FromRequestParts<AppState> for Runtime {

@@ -24,18 +24,20 @@ use crate::services::files::{MAX_FILE_BYTES, WriteSource};
 /// file cap; the content itself is checked against the cap exactly.
 pub const WRITE_BODY_LIMIT: usize = MAX_FILE_BYTES as usize + 1024 * 1024;
 
-fn bad_path(e: warren_storage::NameError) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
-}
-
 /// The file path of a `/files/{path}` URL, percent-decoded once.
 fn url_file_path(rt: &Runtime, uri: &Uri) -> ApiResult<NsPath> {
     let raw = uri.path().strip_prefix("/files/").unwrap_or_default();
     let bytes: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
-    rt.note_path(&String::from_utf8_lossy(&bytes));
-    let decoded = std::str::from_utf8(&bytes)
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "path is not valid UTF-8"))?;
-    NsPath::parse(decoded).map_err(bad_path)
+    match std::str::from_utf8(&bytes) {
+        Ok(decoded) => rt.path(decoded),
+        Err(_) => {
+            rt.note_path(&String::from_utf8_lossy(&bytes));
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "path is not valid UTF-8",
+            ))
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -49,8 +51,7 @@ pub async fn write(
     rt: Runtime,
     ApiJson(body): ApiJson<WriteBody, WRITE_BODY_LIMIT>,
 ) -> ApiResult<Json<Value>> {
-    rt.note_path(&body.path);
-    let path = NsPath::parse(&body.path).map_err(bad_path)?;
+    let path = rt.path(&body.path)?;
     let bytes = axum::body::Bytes::from(body.content);
     let declared = Some(bytes.len() as u64);
     let stream = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]);
@@ -131,8 +132,7 @@ pub async fn delete(
     rt: Runtime,
     ApiJson(body): ApiJson<PathBody>,
 ) -> ApiResult<Json<Value>> {
-    rt.note_path(&body.path);
-    let path = NsPath::parse(&body.path).map_err(bad_path)?;
+    let path = rt.path(&body.path)?;
     state.files.delete(&rt.caller, &rt.ns, &path).await?;
     Ok(Json(json!({ "deleted": path.wire() })))
 }
@@ -161,9 +161,7 @@ pub async fn list(
     rt: Runtime,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let raw = q.path.as_deref().unwrap_or("workspace/");
-    rt.note_path(raw);
-    let dir = NsPath::parse_client(raw).map_err(bad_path)?;
+    let dir = rt.client_path(q.path.as_deref().unwrap_or("workspace/"))?;
     let recursive = match q.recursive.as_deref() {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
@@ -194,8 +192,7 @@ pub async fn content(
     rt: Runtime,
     QueryParams(q): QueryParams<ContentQuery>,
 ) -> ApiResult<Json<Value>> {
-    rt.note_path(&q.path);
-    let path = NsPath::parse_client(&q.path).map_err(bad_path)?;
+    let path = rt.client_path(&q.path)?;
     let c = state.files.read_text(&rt.caller, &rt.ns, &path).await?;
     let encoding = if c.text.is_some() { "utf-8" } else { "binary" };
     Ok(Json(json!({
