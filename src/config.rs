@@ -25,13 +25,33 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Operator tasks on a Warren's stores.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Rebuild a namespace's file index from the objects in storage, for data restored straight
+    /// into the bucket. Run it while nothing writes to that namespace.
+    Reindex(ReindexArgs),
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "WARREN_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+pub struct ReindexArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The namespace to rebuild.
+    #[arg(long)]
+    pub namespace: String,
+    /// Its workspace [default: the server's default workspace].
+    #[arg(long)]
+    pub workspace: Option<String>,
+}
+
+/// Where a Warren keeps its state; shared by every command.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
     /// Directory for the embedded database, local objects, the admin key and the server secret.
     #[arg(long, env = "WARREN_DATA_DIR", default_value = "./warren-data")]
     pub data_dir: PathBuf,
@@ -42,6 +62,30 @@ pub struct ServeArgs {
     /// [default: file://<data-dir>/objects].
     #[arg(long, env = "WARREN_STORAGE")]
     pub storage: Option<String>,
+}
+
+impl StoreArgs {
+    /// Creates the data directory and resolves the database and storage URLs against it.
+    pub fn resolve(self) -> std::io::Result<(PathBuf, String, String)> {
+        std::fs::create_dir_all(&self.data_dir)?;
+        let data_dir = std::fs::canonicalize(&self.data_dir)?;
+        let database = self
+            .database
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("warren.db").display()));
+        let storage = self
+            .storage
+            .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));
+        Ok((data_dir, database, storage))
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "WARREN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
     /// Let webhooks target loopback, private and link-local addresses (off: public only).
     #[arg(long, env = "WARREN_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
@@ -103,17 +147,12 @@ impl Config {
     /// Resolves the arguments and the two secret-bearing environment variables, which are
     /// deliberately not flags: command lines are visible to every user of the machine.
     pub fn from_args(args: ServeArgs) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&args.data_dir)?;
-        let data_dir = std::fs::canonicalize(&args.data_dir)?;
+        let (data_dir, database_url, storage_url) = args.store.resolve()?;
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         Ok(Self {
             listen: args.listen,
-            database_url: args
-                .database
-                .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("warren.db").display())),
-            storage_url: args
-                .storage
-                .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display())),
+            database_url,
+            storage_url,
             data_dir,
             admin_key: env("WARREN_ADMIN_KEY"),
             secret: env("WARREN_SECRET"),

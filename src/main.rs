@@ -1,7 +1,7 @@
 //! The `warren` binary: parses the command line and runs the server.
 
 use clap::Parser;
-use warren::config::{Cli, Command, Config};
+use warren::config::{AdminCommand, Cli, Command, Config, ReindexArgs};
 use warren::server::{Server, shutdown_signal};
 
 #[tokio::main]
@@ -15,6 +15,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Admin(AdminCommand::Reindex(args)) => reindex(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -41,4 +42,36 @@ async fn serve(args: warren::config::ServeArgs) -> Result<(), warren::server::Bo
         server.local_addr()?
     );
     server.run(shutdown_signal()).await
+}
+
+async fn reindex(args: ReindexArgs) -> Result<(), warren::server::BoxError> {
+    use warren::db::MetaStore;
+    use warren_storage::{BlobStore, Namespace, WorkspaceId};
+
+    let ns = Namespace::parse(&args.namespace)?;
+    let (_, database, storage) = args.store.resolve()?;
+    let meta = warren::server::open_database(&database).await?;
+    let blobs = BlobStore::open(&storage)?;
+    let ws = match &args.workspace {
+        Some(ws) => WorkspaceId::parse(ws)?,
+        None => {
+            let ws = meta
+                .get_setting("default_workspace")
+                .await?
+                .ok_or("this Warren has no default workspace yet: start it once first")?;
+            WorkspaceId::parse(&ws)?
+        }
+    };
+    let report = warren::services::reindex::reindex(&meta, &blobs, &ws, &ns).await?;
+    meta.close().await;
+    println!(
+        "reindexed {ws}/{ns}: {} files, {} bytes, {} skipped",
+        report.files,
+        report.bytes,
+        report.skipped.len()
+    );
+    for s in &report.skipped {
+        println!("  skipped {s}");
+    }
+    Ok(())
 }

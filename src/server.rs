@@ -114,7 +114,7 @@ impl Server {
     }
 }
 
-async fn open_database(url: &str) -> Result<SqliteStore, BoxError> {
+pub async fn open_database(url: &str) -> Result<SqliteStore, BoxError> {
     if url.starts_with("sqlite:") {
         Ok(SqliteStore::open(url).await?)
     } else {

@@ -796,3 +796,106 @@ async fn first_start_without_admin_key_generates_one_and_saves_it_privately() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn admin_reindex_rebuilds_the_index_from_storage() {
+    let srv = TestServer::start().await;
+    let a = srv.agent("alice").await;
+    for f in ["keep.txt", "gone.txt", "dir/x.txt"] {
+        a.write(f, f).await;
+    }
+    // A restore job writes straight into storage, behind Warren's back.
+    let (ws, ns) = (
+        srv.services.default_workspace.clone(),
+        Namespace::parse("alice").unwrap(),
+    );
+    let p = |s: &str| NsPath::parse(s).unwrap();
+    let blobs = &srv.services.blobs;
+    blobs
+        .put(&ws, &ns, &p("restored/r.bin"), vec![7u8; 1000].into())
+        .await
+        .unwrap();
+    blobs.delete(&ws, &ns, &p("gone.txt")).await.unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["admin", "reindex", "--namespace", "alice", "--data-dir"])
+        .arg(srv.dir.path())
+        .env_remove("WARREN_DATABASE")
+        .env_remove("WARREN_STORAGE")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("3 files, 1017 bytes, 0 skipped"),
+        "{stdout}"
+    );
+
+    assert_eq!(
+        a.paths("workspace/", true).await,
+        [
+            "workspace/dir",
+            "workspace/dir/x.txt",
+            "workspace/restored",
+            "workspace/restored/r.bin",
+            "workspace/keep.txt"
+        ]
+    );
+    assert_eq!(a.download("restored/r.bin").await.bytes, vec![7u8; 1000]);
+    assert_eq!(a.read("gone.txt").await.status, StatusCode::NOT_FOUND);
+    let ev = &srv.services.meta.recent_events(&ws, 1).await.unwrap()[0];
+    assert_eq!(ev.kind, "namespace.reindexed");
+    let data: Value = serde_json::from_str(&ev.data).unwrap();
+    assert_eq!(
+        data,
+        json!({ "namespace": "alice", "files": 3, "bytes": 1017, "skipped": 0 })
+    );
+
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["admin", "reindex", "--namespace", "../x", "--data-dir"])
+        .arg(srv.dir.path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
+
+#[tokio::test]
+async fn reindex_skips_a_file_that_is_also_a_directory() {
+    // Only flat key spaces (S3, memory) can hold both `a` and `a/b`.
+    use warren::db::MetaStore;
+    let meta = warren::db::sqlite::SqliteStore::open("sqlite::memory:")
+        .await
+        .unwrap();
+    let ws = warren_storage::WorkspaceId::parse("ws-00000000000000aa").unwrap();
+    meta.ensure_default_workspace(&ws, "t", Micros::now())
+        .await
+        .unwrap();
+    let blobs = warren_storage::BlobStore::open("memory://").unwrap();
+    let ns = Namespace::parse("n").unwrap();
+    for f in ["a", "a/b", "c"] {
+        blobs
+            .put(&ws, &ns, &NsPath::parse(f).unwrap(), "x".into())
+            .await
+            .unwrap();
+    }
+    let report = warren::services::reindex::reindex(&meta, &blobs, &ws, &ns)
+        .await
+        .unwrap();
+    assert_eq!((report.files, report.bytes), (2, 2));
+    assert_eq!(
+        report.skipped,
+        ["workspace/a: also a directory of other files"]
+    );
+    let names: Vec<String> = meta
+        .list_children(&ws, &ns, &NsPath::root(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path.as_str().to_owned())
+        .collect();
+    assert_eq!(names, ["a", "c"]);
+}

@@ -343,6 +343,17 @@ pub trait MetaStore: Send + Sync + 'static {
         event: &NewEvent,
     ) -> Result<Option<Vec<NsPath>>>;
 
+    /// Replaces a namespace's whole tree with `files` (and the directories above them), bumps
+    /// its generation and appends `event`, in one transaction. The caller guarantees no file is
+    /// also an ancestor of another.
+    async fn replace_tree(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        files: &[FileWrite],
+        event: &NewEvent,
+    ) -> Result<()>;
+
     /// The namespace's generation; 0 for a namespace never written.
     async fn generation(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<u64>;
 

@@ -535,6 +535,63 @@ impl MetaStore for SqliteStore {
         Ok(Some(files))
     }
 
+    async fn replace_tree(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        files: &[FileWrite],
+        event: &NewEvent,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        let generation = bump_generation(&mut tx, ws, ns, event.created_at).await?;
+        sqlx::query("DELETE FROM files WHERE workspace_id = ? AND namespace = ?")
+            .bind(ws.as_str())
+            .bind(ns.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let mut dirs = std::collections::BTreeSet::new();
+        for f in files {
+            dirs.extend(f.path.ancestors());
+        }
+        for dir in &dirs {
+            sqlx::query(
+                "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size, mode, mtime, generation)
+                 VALUES (?, ?, ?, ?, ?, 'dir', 0, ?, ?, ?)",
+            )
+            .bind(ws.as_str())
+            .bind(ns.as_str())
+            .bind(dir.as_str())
+            .bind(dir.parent().unwrap_or_else(NsPath::root).as_str().to_owned())
+            .bind(dir.name())
+            .bind(0o755_i64)
+            .bind(event.created_at.0)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for f in files {
+            sqlx::query(
+                "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size, mode, mtime, sha256, generation)
+                 VALUES (?, ?, ?, ?, ?, 'file', ?, ?, ?, ?, ?)",
+            )
+            .bind(ws.as_str())
+            .bind(ns.as_str())
+            .bind(f.path.as_str())
+            .bind(f.path.parent().unwrap_or_else(NsPath::root).as_str().to_owned())
+            .bind(f.path.name())
+            .bind(f.size as i64)
+            .bind(f.mode as i64)
+            .bind(f.mtime.0)
+            .bind(&f.sha256)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?;
+        }
+        append_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn generation(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<u64> {
         let g: Option<i64> = sqlx::query_scalar(
             "SELECT generation FROM namespaces WHERE workspace_id = ? AND name = ?",

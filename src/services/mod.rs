@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod events;
 pub mod files;
+pub mod reindex;
 pub mod retention;
 mod tree_lock;
 pub mod webhooks;

@@ -200,6 +200,22 @@ impl BlobStore {
         Ok((Bytes::from(buf), blob.size))
     }
 
+    /// Size and SHA-256 of an object, read as a stream.
+    pub async fn digest(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> Result<Written> {
+        let mut blob = self.read(ws, ns, path, u64::MAX).await?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = blob.stream.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        Ok(Written {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
     /// Deletes an object. Deleting a missing object succeeds: deletes are retried by the
     /// sweeper and must be idempotent.
     pub async fn delete(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> Result<()> {
