@@ -104,6 +104,9 @@ pub struct ServeArgs {
     /// How often expired records are swept.
     #[arg(long, env = "WARREN_SWEEP_INTERVAL", default_value = "1h", value_parser = parse_duration)]
     pub sweep_interval: Duration,
+    /// How old an object with no index row must be before the sweep deletes it.
+    #[arg(long, env = "WARREN_ORPHAN_GRACE", default_value = "1h", value_parser = parse_duration)]
+    pub orphan_grace: Duration,
 }
 
 /// Parses durations like `250ms`, `30s`, `5m`, `2h`, `90d`.
@@ -166,6 +169,7 @@ impl Config {
             retention: RetentionSettings {
                 events: args.event_retention,
                 sweep_interval: args.sweep_interval,
+                orphan_grace: args.orphan_grace,
             },
         })
     }

@@ -83,6 +83,7 @@ impl Server {
             tokio::spawn(Arc::clone(&svc.webhooks).run(token.clone())),
             tokio::spawn(retention::run(
                 Arc::clone(&svc.meta),
+                svc.blobs.clone(),
                 self.retention.clone(),
                 token.clone(),
             )),

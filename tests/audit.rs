@@ -201,6 +201,7 @@ async fn the_background_sweep_enforces_a_short_retention() {
         retention: warren::services::retention::RetentionSettings {
             events: Duration::from_secs(1),
             sweep_interval: Duration::from_millis(100),
+            ..Default::default()
         },
         ..support::config(d)
     };
@@ -228,4 +229,61 @@ async fn the_background_sweep_enforces_a_short_retention() {
         }
     }
     panic!("events older than the retention period were not swept");
+}
+
+#[tokio::test]
+async fn orphan_objects_are_swept_after_the_grace_period() {
+    use warren::services::retention::sweep_orphans;
+    use warren_storage::{Namespace, NsPath};
+    let srv = TestServer::start().await;
+    let a = srv.agent("alice").await;
+    a.write("real.txt", "indexed").await;
+    // Bytes no row points to: what a crash between storing and committing leaves.
+    let (ws, blobs, meta) = (
+        srv.services.default_workspace.clone(),
+        &srv.services.blobs,
+        &*srv.services.meta,
+    );
+    let (alice, ghost) = (
+        Namespace::parse("alice").unwrap(),
+        Namespace::parse("ghost").unwrap(),
+    );
+    let orphan = NsPath::parse("orphan.bin").unwrap();
+    blobs
+        .put(&ws, &alice, &orphan, vec![0u8; 100].into())
+        .await
+        .unwrap();
+    blobs
+        .put(&ws, &ghost, &orphan, vec![0u8; 50].into())
+        .await
+        .unwrap();
+    let grace = Duration::from_secs(3600);
+
+    let young = sweep_orphans(meta, blobs, grace, Micros::now(), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (young.scanned, young.orphans),
+        (3, 0),
+        "younger than the grace period"
+    );
+
+    let later = Micros(Micros::now().0 + 2 * 3_600_000_000);
+    let dry = sweep_orphans(meta, blobs, grace, later, true)
+        .await
+        .unwrap();
+    assert_eq!((dry.orphans, dry.bytes, dry.deleted), (2, 150, false));
+    assert!(blobs.read_prefix(&ws, &alice, &orphan, 10).await.is_ok());
+
+    let done = sweep_orphans(meta, blobs, grace, later, false)
+        .await
+        .unwrap();
+    assert_eq!((done.orphans, done.bytes, done.deleted), (2, 150, true));
+    for ns in [&alice, &ghost] {
+        assert!(matches!(
+            blobs.read_prefix(&ws, ns, &orphan, 10).await,
+            Err(warren_storage::Error::NotFound)
+        ));
+    }
+    assert_eq!(a.read("real.txt").await.json["content"], "indexed");
 }

@@ -354,6 +354,9 @@ pub trait MetaStore: Send + Sync + 'static {
         event: &NewEvent,
     ) -> Result<()>;
 
+    /// Paths of every file (not directory or link) of a namespace.
+    async fn file_paths(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<Vec<NsPath>>;
+
     /// The namespace's generation; 0 for a namespace never written.
     async fn generation(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<u64>;
 

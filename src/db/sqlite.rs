@@ -592,6 +592,19 @@ impl MetaStore for SqliteStore {
         Ok(())
     }
 
+    async fn file_paths(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<Vec<NsPath>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT path FROM files WHERE workspace_id = ? AND namespace = ? AND kind = 'file'",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|p| NsPath::parse(p).map_err(|e| Error::Corrupt(e.to_string())))
+            .collect()
+    }
+
     async fn generation(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<u64> {
         let g: Option<i64> = sqlx::query_scalar(
             "SELECT generation FROM namespaces WHERE workspace_id = ? AND name = ?",

@@ -1,19 +1,26 @@
-//! The retention sweep for the event log and the audit trail: a plain function over the
-//! metadata store, driven by a thin loop.
+//! The sweeps: expired events and audit records, and orphan objects (bytes no index row points
+//! to, left by a crash between storing a file and committing its row, or between committing a
+//! delete and removing the bytes). Plain functions over the stores, driven by a thin loop.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use warren_storage::{BlobStore, Namespace, NsPath, WorkspaceId};
 
 use crate::db::{self, MetaStore, Swept};
 use crate::ids::Micros;
 
-/// How long records are kept, and how often the sweep runs.
+/// How long records are kept, and how often the sweeps run.
 #[derive(Debug, Clone)]
 pub struct RetentionSettings {
     pub events: Duration,
     pub sweep_interval: Duration,
+    /// An object with no index row is deleted only once it is older than this. Writes store
+    /// bytes before committing the row, so a younger one may be a write still in flight.
+    pub orphan_grace: Duration,
 }
 
 impl Default for RetentionSettings {
@@ -21,8 +28,59 @@ impl Default for RetentionSettings {
         Self {
             events: Duration::from_secs(90 * 86_400),
             sweep_interval: Duration::from_secs(3600),
+            orphan_grace: Duration::from_secs(3600),
         }
     }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrphanReport {
+    pub scanned: u64,
+    pub orphans: u64,
+    pub bytes: u64,
+    /// Whether the orphans were deleted (false in a dry run).
+    pub deleted: bool,
+}
+
+/// Finds file objects that no index row points to and that are older than `grace` at `now`, and
+/// deletes them unless `dry_run`.
+pub async fn sweep_orphans(
+    meta: &dyn MetaStore,
+    blobs: &BlobStore,
+    grace: Duration,
+    now: Micros,
+    dry_run: bool,
+) -> Result<OrphanReport, crate::services::Error> {
+    let cutoff = now.0 - grace.as_micros() as i64;
+    let mut indexed: HashMap<(WorkspaceId, Namespace), HashSet<NsPath>> = HashMap::new();
+    let mut report = OrphanReport {
+        deleted: !dry_run,
+        ..OrphanReport::default()
+    };
+    let mut objects = blobs.list_all_files();
+    while let Some(obj) = objects.next().await {
+        let obj = obj?;
+        report.scanned += 1;
+        if obj.modified_micros >= cutoff {
+            continue;
+        }
+        let key = (obj.workspace.clone(), obj.namespace.clone());
+        if !indexed.contains_key(&key) {
+            let paths = meta.file_paths(&key.0, &key.1).await?;
+            indexed.insert(key.clone(), paths.into_iter().collect());
+        }
+        if indexed[&key].contains(&obj.path) {
+            continue;
+        }
+        report.orphans += 1;
+        report.bytes += obj.size;
+        if !dry_run {
+            blobs
+                .delete(&obj.workspace, &obj.namespace, &obj.path)
+                .await?;
+        }
+    }
+    Ok(report)
 }
 
 const SWEEP_BATCH: u32 = 1000;
@@ -47,10 +105,21 @@ pub async fn sweep(meta: &dyn MetaStore, retention: Duration, now: Micros) -> db
 
 pub async fn run(
     meta: Arc<dyn MetaStore>,
+    blobs: BlobStore,
     settings: RetentionSettings,
     shutdown: CancellationToken,
 ) {
     loop {
+        match sweep_orphans(&*meta, &blobs, settings.orphan_grace, Micros::now(), false).await {
+            Ok(r) if r.orphans > 0 => tracing::info!(
+                orphans = r.orphans,
+                bytes = r.bytes,
+                scanned = r.scanned,
+                "orphan sweep removed objects no index row points to"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
+        }
         match sweep(&*meta, settings.events, Micros::now()).await {
             Ok(s) if s != Swept::default() => tracing::info!(
                 events = s.events,

@@ -226,6 +226,30 @@ impl BlobStore {
         }
     }
 
+    /// Lists the live file objects of every namespace of every workspace. Keys Warren does not
+    /// write are left out.
+    pub fn list_all_files(&self) -> BoxStream<'static, Result<StoredFile>> {
+        let layout = self.layout.clone();
+        self.store
+            .list(Some(&self.layout.workspaces_prefix()))
+            .filter_map(move |r| {
+                let item = match r {
+                    Err(e) => Some(Err(Error::from(e))),
+                    Ok(meta) => layout.parse_file_key(&meta.location).map(|(ws, ns, path)| {
+                        Ok(StoredFile {
+                            workspace: ws,
+                            namespace: ns,
+                            path,
+                            size: meta.size,
+                            modified_micros: meta.last_modified.timestamp_micros(),
+                        })
+                    }),
+                };
+                futures::future::ready(item)
+            })
+            .boxed()
+    }
+
     /// Lists every file object of a namespace with its size. Keys that do not decode to a valid
     /// [`NsPath`] (written by something other than Warren) are reported as errors, not skipped
     /// silently.
@@ -247,6 +271,17 @@ impl BlobStore {
             })
             .boxed()
     }
+}
+
+/// A live file object of some namespace, as found in storage.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub workspace: WorkspaceId,
+    pub namespace: Namespace,
+    pub path: NsPath,
+    pub size: u64,
+    /// Last-modified time, in microseconds since the Unix epoch.
+    pub modified_micros: i64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -41,6 +41,25 @@ impl Layout {
         key
     }
 
+    /// `<root>/ws`: the prefix of every workspace's live files.
+    pub fn workspaces_prefix(&self) -> Path {
+        self.root.child("ws")
+    }
+
+    /// Inverse of [`Layout::file_key`] for any file key: the workspace, namespace and path it
+    /// belongs to, or `None` for keys Warren does not write.
+    pub fn parse_file_key(&self, key: &Path) -> Option<(WorkspaceId, Namespace, NsPath)> {
+        let mut parts = key.prefix_match(&self.workspaces_prefix())?;
+        let ws = WorkspaceId::parse(parts.next()?.as_ref()).ok()?;
+        if parts.next()?.as_ref() != "ns" {
+            return None;
+        }
+        let ns = Namespace::parse(parts.next()?.as_ref()).ok()?;
+        let prefix = self.files_prefix(&ws, &ns);
+        let path = self.path_of(&prefix, key)?;
+        Some((ws, ns, path))
+    }
+
     /// Inverse of [`Layout::file_key`] for keys under `prefix` (a `files_prefix`).
     pub fn path_of(&self, prefix: &Path, key: &Path) -> Option<NsPath> {
         let rest = key.prefix_match(prefix)?;
@@ -74,8 +93,21 @@ mod tests {
             "pre/fix/ws/ws-0123456789abcdef/ns/alice/files/docs/a b%231%25.txt"
         );
         let prefix = layout.files_prefix(&ws, &ns);
-        assert_eq!(layout.path_of(&prefix, &key), Some(p));
+        assert_eq!(layout.path_of(&prefix, &key), Some(p.clone()));
         let other = layout.files_prefix(&ws, &Namespace::parse("bob").unwrap());
         assert_eq!(layout.path_of(&other, &key), None);
+        let ns = Namespace::parse("alice").unwrap();
+        assert_eq!(layout.parse_file_key(&key), Some((ws, ns, p)));
+        for foreign in [
+            "pre/fix/other",
+            "pre/fix/ws/ws-x/ns/a/files/f",
+            "pre/fix/ws/ws-0123456789abcdef/ns/a/snapshots/f",
+        ] {
+            assert_eq!(
+                layout.parse_file_key(&Path::from(foreign)),
+                None,
+                "{foreign}"
+            );
+        }
     }
 }
