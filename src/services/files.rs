@@ -2,8 +2,9 @@
 //!
 //! Order of effects (the crash-safety contract): a write stores the bytes first and then commits
 //! the index row with its event in one transaction; a delete commits the index change with its
-//! event first and then removes the bytes. A crash in between leaves at most an object no index
-//! row points to, which the sweeper reclaims; never an index row without its bytes.
+//! event first and then removes the bytes. A crash in between never leaves an index row without
+//! its bytes: at most an object no row points to, which the orphan sweep reclaims, or, for an
+//! overwrite, new bytes under the old row until the next write (see ARCHITECTURE.md).
 
 use std::sync::Arc;
 
