@@ -234,6 +234,60 @@ async fn bump_generation(
     Ok(row.try_get(0)?)
 }
 
+async fn insert_dir(
+    tx: &mut Transaction<'_, Sqlite>,
+    ws: &WorkspaceId,
+    ns: &Namespace,
+    dir: &NsPath,
+    mtime: Micros,
+    generation: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size, mode, mtime, generation)
+         VALUES (?, ?, ?, ?, ?, 'dir', 0, ?, ?, ?)",
+    )
+    .bind(ws.as_str())
+    .bind(ns.as_str())
+    .bind(dir.as_str())
+    .bind(dir.parent().unwrap_or_else(NsPath::root).as_str().to_owned())
+    .bind(dir.name())
+    .bind(0o755_i64)
+    .bind(mtime.0)
+    .bind(generation)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_file(
+    tx: &mut Transaction<'_, Sqlite>,
+    ws: &WorkspaceId,
+    ns: &Namespace,
+    file: &FileWrite,
+    generation: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size, mode, mtime, sha256, generation)
+         VALUES (?, ?, ?, ?, ?, 'file', ?, ?, ?, ?, ?)
+         ON CONFLICT (workspace_id, namespace, path) DO UPDATE SET
+           kind = 'file', size = excluded.size, mode = excluded.mode, mtime = excluded.mtime,
+           sha256 = excluded.sha256, target = NULL, generation = excluded.generation",
+    )
+    .bind(ws.as_str())
+    .bind(ns.as_str())
+    .bind(file.path.as_str())
+    .bind(file.path.parent().unwrap_or_else(NsPath::root).as_str().to_owned())
+    .bind(file.path.name())
+    .bind(file.size as i64)
+    .bind(file.mode as i64)
+    .bind(file.mtime.0)
+    .bind(&file.sha256)
+    .bind(generation)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Upper bound of the key range holding everything below directory `p`: paths under `p` start
 /// with `p/`, and `0` is the byte after `/`, so they all sort in `[p/, p0)`.
 fn subtree_range(p: &NsPath) -> (String, String) {
@@ -455,43 +509,11 @@ impl MetaStore for SqliteStore {
         writable(&file.path, &existing)?;
         let generation = bump_generation(&mut tx, ws, ns, file.mtime).await?;
         for dir in file.path.ancestors() {
-            if existing.iter().any(|(p, _)| p == dir.as_str()) {
-                continue;
+            if !existing.iter().any(|(p, _)| p == dir.as_str()) {
+                insert_dir(&mut tx, ws, ns, &dir, file.mtime, generation).await?;
             }
-            sqlx::query(
-                "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size, mode, mtime, generation)
-                 VALUES (?, ?, ?, ?, ?, 'dir', 0, ?, ?, ?)",
-            )
-            .bind(ws.as_str())
-            .bind(ns.as_str())
-            .bind(dir.as_str())
-            .bind(dir.parent().unwrap_or_else(NsPath::root).as_str().to_owned())
-            .bind(dir.name())
-            .bind(0o755_i64)
-            .bind(file.mtime.0)
-            .bind(generation)
-            .execute(&mut *tx)
-            .await?;
         }
-        sqlx::query(
-            "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size, mode, mtime, sha256, generation)
-             VALUES (?, ?, ?, ?, ?, 'file', ?, ?, ?, ?, ?)
-             ON CONFLICT (workspace_id, namespace, path) DO UPDATE SET
-               kind = 'file', size = excluded.size, mode = excluded.mode, mtime = excluded.mtime,
-               sha256 = excluded.sha256, target = NULL, generation = excluded.generation",
-        )
-        .bind(ws.as_str())
-        .bind(ns.as_str())
-        .bind(file.path.as_str())
-        .bind(file.path.parent().unwrap_or_else(NsPath::root).as_str().to_owned())
-        .bind(file.path.name())
-        .bind(file.size as i64)
-        .bind(file.mode as i64)
-        .bind(file.mtime.0)
-        .bind(&file.sha256)
-        .bind(generation)
-        .execute(&mut *tx)
-        .await?;
+        upsert_file(&mut tx, ws, ns, file, generation).await?;
         append_event(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
@@ -554,38 +576,10 @@ impl MetaStore for SqliteStore {
             dirs.extend(f.path.ancestors());
         }
         for dir in &dirs {
-            sqlx::query(
-                "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size, mode, mtime, generation)
-                 VALUES (?, ?, ?, ?, ?, 'dir', 0, ?, ?, ?)",
-            )
-            .bind(ws.as_str())
-            .bind(ns.as_str())
-            .bind(dir.as_str())
-            .bind(dir.parent().unwrap_or_else(NsPath::root).as_str().to_owned())
-            .bind(dir.name())
-            .bind(0o755_i64)
-            .bind(event.created_at.0)
-            .bind(generation)
-            .execute(&mut *tx)
-            .await?;
+            insert_dir(&mut tx, ws, ns, dir, event.created_at, generation).await?;
         }
         for f in files {
-            sqlx::query(
-                "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size, mode, mtime, sha256, generation)
-                 VALUES (?, ?, ?, ?, ?, 'file', ?, ?, ?, ?, ?)",
-            )
-            .bind(ws.as_str())
-            .bind(ns.as_str())
-            .bind(f.path.as_str())
-            .bind(f.path.parent().unwrap_or_else(NsPath::root).as_str().to_owned())
-            .bind(f.path.name())
-            .bind(f.size as i64)
-            .bind(f.mode as i64)
-            .bind(f.mtime.0)
-            .bind(&f.sha256)
-            .bind(generation)
-            .execute(&mut *tx)
-            .await?;
+            upsert_file(&mut tx, ws, ns, f, generation).await?;
         }
         append_event(&mut tx, event).await?;
         tx.commit().await?;
