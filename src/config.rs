@@ -107,6 +107,9 @@ pub struct ServeArgs {
     /// How old an object with no index row must be before the sweep deletes it.
     #[arg(long, env = "WARREN_ORPHAN_GRACE", default_value = "1h", value_parser = parse_duration)]
     pub orphan_grace: Duration,
+    /// How long after its deletion a namespace's files and index are purged.
+    #[arg(long, env = "WARREN_PURGE_AFTER", default_value = "30d", value_parser = parse_duration)]
+    pub purge_after: Duration,
 }
 
 /// Parses durations like `250ms`, `30s`, `5m`, `2h`, `90d`.
@@ -170,6 +173,7 @@ impl Config {
                 events: args.event_retention,
                 sweep_interval: args.sweep_interval,
                 orphan_grace: args.orphan_grace,
+                purge_after: args.purge_after,
             },
         })
     }

@@ -53,6 +53,7 @@ impl Server {
             config.webhooks.clone(),
         ));
         let generated_admin_key = bootstrap_admin_key(config, &services, &ws).await?;
+        services.namespaces.load().await?;
 
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {
@@ -84,6 +85,7 @@ impl Server {
             tokio::spawn(retention::run(
                 Arc::clone(&svc.meta),
                 svc.blobs.clone(),
+                Arc::clone(&svc.namespaces),
                 self.retention.clone(),
                 token.clone(),
             )),

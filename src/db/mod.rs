@@ -19,6 +19,9 @@ pub enum Error {
     /// The change contradicts the current tree (a file where a directory is needed, …).
     #[error("{0}")]
     Conflict(String),
+    /// The namespace has been deleted (and not yet purged): nothing may change in it.
+    #[error("namespace {0} is deleted")]
+    NamespaceDeleted(String),
     #[error("database: {0}")]
     Backend(#[from] sqlx::Error),
     #[error("database migration: {0}")]
@@ -253,6 +256,19 @@ pub struct Swept {
     pub audit: u64,
 }
 
+/// A namespace with its usage, for operators.
+#[derive(Debug, Clone)]
+pub struct NamespaceUsage {
+    pub name: String,
+    pub state: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub created_at: Micros,
+    pub deleted_at: Option<Micros>,
+    /// The newest event in the namespace, if the log still holds one.
+    pub last_activity: Option<Micros>,
+}
+
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
     // --- settings and workspaces ---
@@ -353,6 +369,41 @@ pub trait MetaStore: Send + Sync + 'static {
         files: &[FileWrite],
         event: &NewEvent,
     ) -> Result<()>;
+
+    // --- namespace lifecycle ---
+
+    async fn list_namespaces(&self, ws: &WorkspaceId) -> Result<Vec<NamespaceUsage>>;
+
+    /// Marks an active namespace deleted and revokes the keys locked to it, appending
+    /// `namespace.deleted` and a `key.revoked` per key; returns the revoked keys' hashes, or
+    /// `None` if there is no active namespace of that name.
+    async fn delete_namespace(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        event: &NewEvent,
+        key_event: &(dyn for<'k> Fn(&'k KeyId) -> NewEvent + Send + Sync),
+    ) -> Result<Option<Vec<[u8; 32]>>>;
+
+    /// Makes a deleted (not yet purged) namespace active again; false if there is none.
+    async fn restore_namespace(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        event: &NewEvent,
+    ) -> Result<bool>;
+
+    /// Every deleted, not yet purged namespace, with when it was deleted.
+    async fn deleted_namespaces(&self) -> Result<Vec<(WorkspaceId, Namespace, Micros)>>;
+
+    /// Removes a deleted namespace's index rows and marks it purged, appending `event` (the
+    /// proof); the caller has already removed its objects. False if it is not deleted.
+    async fn purge_namespace(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        event: &NewEvent,
+    ) -> Result<bool>;
 
     /// Paths of every file (not directory or link) of a namespace.
     async fn file_paths(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<Vec<NsPath>>;

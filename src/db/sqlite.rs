@@ -18,7 +18,8 @@ use warren_storage::{Namespace, NsPath, WorkspaceId};
 
 use super::{
     AttemptResult, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error, EventQuery,
-    EventRecord, FileWrite, KeyRecord, MetaStore, NewEvent, NewKey, Result, Scope, Swept, Webhook,
+    EventRecord, FileWrite, KeyRecord, MetaStore, NamespaceUsage, NewEvent, NewKey, Result, Scope,
+    Swept, Webhook,
 };
 use crate::ids::{EventId, KeyId, Micros};
 
@@ -221,17 +222,23 @@ async fn bump_generation(
     ns: &Namespace,
     now: Micros,
 ) -> Result<i64> {
+    // A deleted namespace refuses every change; a purged one starts afresh when written again.
     let row = sqlx::query(
         "INSERT INTO namespaces (workspace_id, name, generation, created_at) VALUES (?, ?, 1, ?)
-         ON CONFLICT (workspace_id, name) DO UPDATE SET generation = generation + 1
+         ON CONFLICT (workspace_id, name) DO UPDATE SET
+           generation = generation + 1, state = 'active', deleted_at = NULL, purged_at = NULL
+         WHERE state <> 'deleted'
          RETURNING generation",
     )
     .bind(ws.as_str())
     .bind(ns.as_str())
     .bind(now.0)
-    .fetch_one(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    Ok(row.try_get(0)?)
+    match row {
+        Some(row) => Ok(row.try_get(0)?),
+        None => Err(Error::NamespaceDeleted(ns.to_string())),
+    }
 }
 
 async fn insert_dir(
@@ -584,6 +591,152 @@ impl MetaStore for SqliteStore {
         append_event(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn list_namespaces(&self, ws: &WorkspaceId) -> Result<Vec<NamespaceUsage>> {
+        let rows = sqlx::query(
+            "SELECT n.name, n.state, n.created_at, n.deleted_at,
+               (SELECT COUNT(*) FROM files f WHERE f.workspace_id = n.workspace_id
+                  AND f.namespace = n.name AND f.kind = 'file') AS files,
+               (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.workspace_id = n.workspace_id
+                  AND f.namespace = n.name AND f.kind = 'file') AS bytes,
+               (SELECT MAX(created_at) FROM events e WHERE e.workspace_id = n.workspace_id
+                  AND e.namespace = n.name) AS last_activity
+             FROM namespaces n WHERE n.workspace_id = ? AND n.state <> 'purged' ORDER BY n.name",
+        )
+        .bind(ws.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NamespaceUsage {
+                    name: r.try_get("name")?,
+                    state: r.try_get("state")?,
+                    files: r.try_get::<i64, _>("files")? as u64,
+                    bytes: r.try_get::<i64, _>("bytes")? as u64,
+                    created_at: Micros(r.try_get("created_at")?),
+                    deleted_at: r.try_get::<Option<i64>, _>("deleted_at")?.map(Micros),
+                    last_activity: r.try_get::<Option<i64>, _>("last_activity")?.map(Micros),
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_namespace(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        event: &NewEvent,
+        key_event: &(dyn for<'k> Fn(&'k KeyId) -> NewEvent + Send + Sync),
+    ) -> Result<Option<Vec<[u8; 32]>>> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE namespaces SET state = 'deleted', deleted_at = ?
+             WHERE workspace_id = ? AND name = ? AND state = 'active'",
+        )
+        .bind(event.created_at.0)
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Ok(None);
+        }
+        let revoked: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "UPDATE api_keys SET revoked_at = ?
+             WHERE workspace_id = ? AND namespace = ? AND revoked_at IS NULL RETURNING id, hash",
+        )
+        .bind(event.created_at.0)
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        append_event(&mut tx, event).await?;
+        let mut hashes = Vec::with_capacity(revoked.len());
+        for (id, hash) in revoked {
+            let key_id = KeyId::from_string(id);
+            let ev = key_event(&key_id);
+            append_event(&mut tx, &ev).await?;
+            hashes.push(
+                hash.try_into()
+                    .map_err(|_| Error::Corrupt("key hash is not 32 bytes".into()))?,
+            );
+        }
+        tx.commit().await?;
+        Ok(Some(hashes))
+    }
+
+    async fn restore_namespace(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        event: &NewEvent,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE namespaces SET state = 'active', deleted_at = NULL
+             WHERE workspace_id = ? AND name = ? AND state = 'deleted'",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Ok(false);
+        }
+        append_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn deleted_namespaces(&self) -> Result<Vec<(WorkspaceId, Namespace, Micros)>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT workspace_id, name, deleted_at FROM namespaces WHERE state = 'deleted'",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(ws, ns, at)| {
+                let corrupt = |e: warren_storage::NameError| Error::Corrupt(e.to_string());
+                Ok((
+                    WorkspaceId::parse(&ws).map_err(corrupt)?,
+                    Namespace::parse(&ns).map_err(corrupt)?,
+                    Micros(at),
+                ))
+            })
+            .collect()
+    }
+
+    async fn purge_namespace(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        event: &NewEvent,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE namespaces SET state = 'purged', purged_at = ?, generation = generation + 1
+             WHERE workspace_id = ? AND name = ? AND state = 'deleted'",
+        )
+        .bind(event.created_at.0)
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM files WHERE workspace_id = ? AND namespace = ?")
+            .bind(ws.as_str())
+            .bind(ns.as_str())
+            .execute(&mut *tx)
+            .await?;
+        append_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn file_paths(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<Vec<NsPath>> {

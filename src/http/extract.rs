@@ -87,6 +87,7 @@ impl FromRequestParts<AppState> for Runtime {
         if let Some(slot) = &audit {
             slot.namespace(ns.as_str());
         }
+        state.namespaces.check_live(&caller.key.workspace, &ns)?;
         Ok(Runtime { caller, ns, audit })
     }
 }

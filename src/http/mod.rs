@@ -7,6 +7,7 @@ mod events;
 mod extract;
 mod files;
 mod keys;
+mod namespaces;
 mod webhooks;
 
 use std::sync::Arc;
@@ -51,6 +52,15 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/workspaces/{ws}/webhooks/{id}/test",
             post(webhooks::test),
+        )
+        .route("/v1/workspaces/{ws}/namespaces", get(namespaces::list))
+        .route(
+            "/v1/workspaces/{ws}/namespaces/{ns}",
+            delete(namespaces::delete),
+        )
+        .route(
+            "/v1/workspaces/{ws}/namespaces/{ns}/restore",
+            post(namespaces::restore),
         )
         .route("/v1/workspaces/{ws}/audit", get(audit::list))
         .route("/v1/workspaces/{ws}/audit/export", get(audit::export))

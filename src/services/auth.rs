@@ -318,7 +318,8 @@ impl Keys {
         Ok((record, plaintext))
     }
 
-    fn forget(&self, hash: &[u8; 32]) {
+    /// Drops a key from the cache after its row was revoked (also by namespace deletion).
+    pub(crate) fn forget(&self, hash: &[u8; 32]) {
         let mut epoch = self.epoch.lock().unwrap();
         *epoch += 1;
         self.cache.invalidate(hash);

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod events;
 pub mod files;
+pub mod namespaces;
 pub mod reindex;
 pub mod retention;
 mod tree_lock;
@@ -27,6 +28,7 @@ pub use audit::Audit;
 pub use auth::{Caller, Keys};
 pub use events::Events;
 pub use files::Files;
+pub use namespaces::Namespaces;
 pub use webhooks::Webhooks;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,9 @@ impl From<db::Error> for Error {
     fn from(e: db::Error) -> Self {
         match e {
             db::Error::Conflict(msg) => Error::Conflict(msg),
+            db::Error::NamespaceDeleted(ns) => {
+                Error::NotFound(format!("Namespace not found: {ns}"))
+            }
             other => Error::Internal(other.to_string()),
         }
     }
@@ -80,6 +85,7 @@ pub struct Services {
     pub events: Events,
     pub webhooks: Arc<Webhooks>,
     pub audit: Arc<Audit>,
+    pub namespaces: Arc<Namespaces>,
     pub default_workspace: WorkspaceId,
     /// Cancelled when the server begins shutting down; long-lived responses end on it.
     pub shutdown: CancellationToken,
@@ -99,6 +105,7 @@ impl Services {
             events: Events::new(Arc::clone(&meta)),
             webhooks: Arc::new(Webhooks::new(Arc::clone(&meta), webhooks)),
             audit: Arc::new(Audit::new(Arc::clone(&meta))),
+            namespaces: Arc::new(Namespaces::new(Arc::clone(&meta))),
             meta,
             blobs,
             default_workspace,

@@ -21,6 +21,8 @@ pub struct RetentionSettings {
     /// An object with no index row is deleted only once it is older than this. Writes store
     /// bytes before committing the row, so a younger one may be a write still in flight.
     pub orphan_grace: Duration,
+    /// A deleted namespace is purged this long after its deletion.
+    pub purge_after: Duration,
 }
 
 impl Default for RetentionSettings {
@@ -29,6 +31,7 @@ impl Default for RetentionSettings {
             events: Duration::from_secs(90 * 86_400),
             sweep_interval: Duration::from_secs(3600),
             orphan_grace: Duration::from_secs(3600),
+            purge_after: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -106,10 +109,25 @@ pub async fn sweep(meta: &dyn MetaStore, retention: Duration, now: Micros) -> db
 pub async fn run(
     meta: Arc<dyn MetaStore>,
     blobs: BlobStore,
+    namespaces: Arc<crate::services::Namespaces>,
     settings: RetentionSettings,
     shutdown: CancellationToken,
 ) {
     loop {
+        match namespaces
+            .purge_expired(&blobs, settings.purge_after, Micros::now())
+            .await
+        {
+            Ok(done) => {
+                for p in done {
+                    tracing::info!(
+                        workspace = ?p.workspace, namespace = ?p.namespace,
+                        objects = p.objects, bytes = p.bytes, "purged a deleted namespace"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "namespace purge failed"),
+        }
         match sweep_orphans(&*meta, &blobs, settings.orphan_grace, Micros::now(), false).await {
             Ok(r) if r.orphans > 0 => tracing::info!(
                 orphans = r.orphans,
