@@ -241,3 +241,37 @@ async fn deletion_survives_a_restart() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.detail(), "Namespace not found: gone");
 }
+
+#[tokio::test]
+async fn restore_is_refused_once_the_purge_has_begun() {
+    let srv = TestServer::start().await;
+    let alice = srv.agent("alice").await;
+    alice.write("a.txt", "hello").await;
+    assert_eq!(
+        srv.admin().delete(&url(&srv, "/alice")).await.status,
+        StatusCode::OK
+    );
+    let (ws, ns) = (
+        srv.services.default_workspace.clone(),
+        warren_storage::Namespace::parse("alice").unwrap(),
+    );
+    // The purge has marked it and is removing bytes (or crashed doing so).
+    assert!(srv.services.meta.begin_purge(&ws, &ns).await.unwrap());
+    let r = srv
+        .admin()
+        .post(&url(&srv, "/alice/restore"), Value::Null)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let ops = srv.client(&srv.mint("ops", None).await, Some("alice"));
+    assert_eq!(ops.write("b.txt", "x").await.status, StatusCode::NOT_FOUND);
+    // The next sweep finishes it, wherever it stopped.
+    let later = Micros(Micros::now().0 + 31 * 86_400_000_000);
+    let svc = &srv.services;
+    let purged = svc
+        .namespaces
+        .purge_expired(&svc.blobs, Duration::from_secs(30 * 86_400), later)
+        .await
+        .unwrap();
+    assert_eq!((purged.len(), purged[0].objects), (1, 1));
+    assert!(listed(&srv, "alice").await.is_none());
+}

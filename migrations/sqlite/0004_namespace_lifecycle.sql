@@ -1,6 +1,7 @@
 -- Namespace lifecycle: a deleted namespace is inaccessible at once and purged later.
+-- active -> deleted -> purging (bytes being removed; no restore from here) -> purged.
 ALTER TABLE namespaces ADD COLUMN state TEXT NOT NULL DEFAULT 'active'
-    CHECK (state IN ('active', 'deleted', 'purged'));
+    CHECK (state IN ('active', 'deleted', 'purging', 'purged'));
 ALTER TABLE namespaces ADD COLUMN deleted_at INTEGER;
 ALTER TABLE namespaces ADD COLUMN purged_at INTEGER;
 CREATE INDEX namespaces_by_state ON namespaces (state, deleted_at);

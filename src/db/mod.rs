@@ -393,11 +393,15 @@ pub trait MetaStore: Send + Sync + 'static {
         event: &NewEvent,
     ) -> Result<bool>;
 
-    /// Every deleted, not yet purged namespace, with when it was deleted.
+    /// Moves a deleted namespace to `purging`, from which it can no longer be restored; true if
+    /// it is (now) purging. Called before any of its bytes are removed.
+    async fn begin_purge(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<bool>;
+
+    /// Every deleted or purging (not yet purged) namespace, with when it was deleted.
     async fn deleted_namespaces(&self) -> Result<Vec<(WorkspaceId, Namespace, Micros)>>;
 
-    /// Removes a deleted namespace's index rows and marks it purged, appending `event` (the
-    /// proof); the caller has already removed its objects. False if it is not deleted.
+    /// Removes a purging namespace's index rows and marks it purged, appending `event` (the
+    /// proof); the caller has already removed its objects. False if it is not purging.
     async fn purge_namespace(
         &self,
         ws: &WorkspaceId,

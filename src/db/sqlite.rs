@@ -222,12 +222,12 @@ async fn bump_generation(
     ns: &Namespace,
     now: Micros,
 ) -> Result<i64> {
-    // A deleted namespace refuses every change; a purged one starts afresh when written again.
+    // A deleted (or purging) namespace refuses every change; a purged one starts afresh.
     let row = sqlx::query(
         "INSERT INTO namespaces (workspace_id, name, generation, created_at) VALUES (?, ?, 1, ?)
          ON CONFLICT (workspace_id, name) DO UPDATE SET
            generation = generation + 1, state = 'active', deleted_at = NULL, purged_at = NULL
-         WHERE state <> 'deleted'
+         WHERE state IN ('active', 'purged')
          RETURNING generation",
     )
     .bind(ws.as_str())
@@ -693,7 +693,8 @@ impl MetaStore for SqliteStore {
 
     async fn deleted_namespaces(&self) -> Result<Vec<(WorkspaceId, Namespace, Micros)>> {
         let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT workspace_id, name, deleted_at FROM namespaces WHERE state = 'deleted'",
+            "SELECT workspace_id, name, deleted_at FROM namespaces
+             WHERE state IN ('deleted', 'purging')",
         )
         .fetch_all(&self.reader)
         .await?;
@@ -718,7 +719,7 @@ impl MetaStore for SqliteStore {
         let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE namespaces SET state = 'purged', purged_at = ?, generation = generation + 1
-             WHERE workspace_id = ? AND name = ? AND state = 'deleted'",
+             WHERE workspace_id = ? AND name = ? AND state = 'purging'",
         )
         .bind(event.created_at.0)
         .bind(ws.as_str())
@@ -737,6 +738,19 @@ impl MetaStore for SqliteStore {
         append_event(&mut tx, event).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn begin_purge(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE namespaces SET state = 'purging'
+             WHERE workspace_id = ? AND name = ? AND state IN ('deleted', 'purging')",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     async fn file_paths(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<Vec<NsPath>> {

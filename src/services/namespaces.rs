@@ -124,9 +124,10 @@ impl Namespaces {
         Ok(())
     }
 
-    /// Purges every namespace deleted more than `after` before `now`: its objects first (in
-    /// batches, idempotent, so a crash midway is finished by the next sweep), then its index
-    /// rows with the `namespace.purged` proof.
+    /// Purges every namespace deleted more than `after` before `now`: it is first marked
+    /// `purging` (no restore from then on), then its objects are removed (idempotently, so a
+    /// crash midway is finished by the next sweep), then its index rows, with the
+    /// `namespace.purged` proof.
     pub async fn purge_expired(
         &self,
         blobs: &BlobStore,
@@ -136,7 +137,8 @@ impl Namespaces {
         let cutoff = now.0 - after.as_micros() as i64;
         let mut done = Vec::new();
         for (ws, ns, deleted_at) in self.meta.deleted_namespaces().await? {
-            if deleted_at.0 > cutoff {
+            // Past this point a restore is refused: the bytes are about to go.
+            if deleted_at.0 > cutoff || !self.meta.begin_purge(&ws, &ns).await? {
                 continue;
             }
             let mut purged = Purged {
