@@ -30,6 +30,13 @@ pub enum Error {
     Corrupt(String),
 }
 
+/// A name or path read back from the database that no longer validates: corruption.
+impl From<warren_storage::NameError> for Error {
+    fn from(e: warren_storage::NameError) -> Self {
+        Error::Corrupt(e.to_string())
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -72,13 +72,11 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord> {
     let ns: Option<String> = row.try_get("namespace")?;
     Ok(KeyRecord {
         id: KeyId::from_string(row.try_get("id")?),
-        workspace: WorkspaceId::parse(&ws).map_err(|e| Error::Corrupt(e.to_string()))?,
+        workspace: WorkspaceId::parse(&ws)?,
         name: row.try_get("name")?,
         prefix: row.try_get("prefix")?,
         scope: Scope::parse(row.try_get::<&str, _>("scope")?)?,
-        namespace: ns
-            .map(|n| Namespace::parse(&n).map_err(|e| Error::Corrupt(e.to_string())))
-            .transpose()?,
+        namespace: ns.map(|n| Namespace::parse(&n)).transpose()?,
         created_at: Micros(row.try_get("created_at")?),
         last_used_at: row.try_get::<Option<i64>, _>("last_used_at")?.map(Micros),
     })
@@ -98,7 +96,10 @@ fn entry_from_row(row: &SqliteRow) -> Result<Entry> {
 }
 
 fn hash_from_row(row: &SqliteRow) -> Result<[u8; 32]> {
-    let hash: Vec<u8> = row.try_get("hash")?;
+    hash32(row.try_get("hash")?)
+}
+
+fn hash32(hash: Vec<u8>) -> Result<[u8; 32]> {
     hash.try_into()
         .map_err(|_| Error::Corrupt("key hash is not 32 bytes".into()))
 }
@@ -148,18 +149,15 @@ const WEBHOOK_COLUMNS: &str = "w.id, w.workspace_id, w.url, w.events, w.namespac
      w.secret, w.enabled, w.created_at, w.last_delivery_at, w.last_delivery_ok, w.last_delivery_status";
 
 fn webhook_from_row(row: &SqliteRow) -> Result<Webhook> {
-    let corrupt = |e: String| Error::Corrupt(e);
     let ws: String = row.try_get("workspace_id")?;
     let events: String = row.try_get("events")?;
     let ns: Option<String> = row.try_get("namespace")?;
     Ok(Webhook {
         id: row.try_get("id")?,
-        workspace: WorkspaceId::parse(&ws).map_err(|e| corrupt(e.to_string()))?,
+        workspace: WorkspaceId::parse(&ws)?,
         url: row.try_get("url")?,
-        events: serde_json::from_str(&events).map_err(|e| corrupt(e.to_string()))?,
-        namespace: ns
-            .map(|n| Namespace::parse(&n).map_err(|e| corrupt(e.to_string())))
-            .transpose()?,
+        events: serde_json::from_str(&events).map_err(|e| Error::Corrupt(e.to_string()))?,
+        namespace: ns.map(|n| Namespace::parse(&n)).transpose()?,
         description: row.try_get("description")?,
         secret: row.try_get("secret")?,
         enabled: row.try_get::<i64, _>("enabled")? != 0,
@@ -208,7 +206,7 @@ fn writable(path: &NsPath, existing: &[(String, String)]) -> Result<()> {
                 return Err(Error::Conflict(format!("{} is a directory", path.wire())));
             }
         } else if kind != "dir" {
-            let p = NsPath::parse(p).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let p = NsPath::parse(p)?;
             return Err(Error::Conflict(format!("{} is not a directory", p.wire())));
         }
     }
@@ -324,7 +322,7 @@ impl MetaStore for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some(ws) = existing {
-            let ws = WorkspaceId::parse(&ws).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let ws = WorkspaceId::parse(&ws)?;
             return Ok((ws, false));
         }
         sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)")
@@ -556,7 +554,7 @@ impl MetaStore for SqliteStore {
                 continue;
             }
             let p: String = row.try_get("path")?;
-            files.push(NsPath::parse(&p).map_err(|e| Error::Corrupt(e.to_string()))?);
+            files.push(NsPath::parse(&p)?);
         }
         bump_generation(&mut tx, ws, ns, event.created_at).await?;
         append_event(&mut tx, event).await?;
@@ -658,10 +656,7 @@ impl MetaStore for SqliteStore {
             let key_id = KeyId::from_string(id);
             let ev = key_event(&key_id);
             append_event(&mut tx, &ev).await?;
-            hashes.push(
-                hash.try_into()
-                    .map_err(|_| Error::Corrupt("key hash is not 32 bytes".into()))?,
-            );
+            hashes.push(hash32(hash)?);
         }
         tx.commit().await?;
         Ok(Some(hashes))
@@ -699,14 +694,7 @@ impl MetaStore for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         rows.into_iter()
-            .map(|(ws, ns, at)| {
-                let corrupt = |e: warren_storage::NameError| Error::Corrupt(e.to_string());
-                Ok((
-                    WorkspaceId::parse(&ws).map_err(corrupt)?,
-                    Namespace::parse(&ns).map_err(corrupt)?,
-                    Micros(at),
-                ))
-            })
+            .map(|(ws, ns, at)| Ok((WorkspaceId::parse(&ws)?, Namespace::parse(&ns)?, Micros(at))))
             .collect()
     }
 
@@ -761,9 +749,7 @@ impl MetaStore for SqliteStore {
         .bind(ns.as_str())
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|p| NsPath::parse(p).map_err(|e| Error::Corrupt(e.to_string())))
-            .collect()
+        rows.iter().map(|p| Ok(NsPath::parse(p)?)).collect()
     }
 
     async fn generation(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<u64> {
@@ -1056,8 +1042,7 @@ impl MetaStore for SqliteStore {
                 let ws: String = row.try_get("workspace_id")?;
                 Ok(AuditRecord {
                     seq: row.try_get("seq")?,
-                    workspace: WorkspaceId::parse(&ws)
-                        .map_err(|e| Error::Corrupt(e.to_string()))?,
+                    workspace: WorkspaceId::parse(&ws)?,
                     key_id: row.try_get("key_id")?,
                     namespace: row.try_get("namespace")?,
                     operation: row.try_get("operation")?,
@@ -1139,7 +1124,7 @@ fn event_from_row(row: &SqliteRow) -> Result<EventRecord> {
         seq: row.try_get("seq")?,
         id: EventId::from_string(row.try_get("id")?),
         kind: row.try_get("type")?,
-        workspace: WorkspaceId::parse(&ws).map_err(|e| Error::Corrupt(e.to_string()))?,
+        workspace: WorkspaceId::parse(&ws)?,
         namespace: row.try_get("namespace")?,
         key_id: row.try_get("key_id")?,
         created_at: Micros(row.try_get("created_at")?),

@@ -122,15 +122,16 @@ pub async fn download(State(state): State<AppState>, rt: Runtime, uri: Uri) -> A
     Ok(resp)
 }
 
+/// `{"path": …}` in a JSON body or `?path=…` in a query.
 #[derive(Deserialize)]
-pub struct PathBody {
+pub struct PathParam {
     path: String,
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     rt: Runtime,
-    ApiJson(body): ApiJson<PathBody>,
+    ApiJson(body): ApiJson<PathParam>,
 ) -> ApiResult<Json<Value>> {
     let path = rt.path(&body.path)?;
     state.files.delete(&rt.caller, &rt.ns, &path).await?;
@@ -182,15 +183,10 @@ pub async fn list(
     ))
 }
 
-#[derive(Deserialize)]
-pub struct ContentQuery {
-    path: String,
-}
-
 pub async fn content(
     State(state): State<AppState>,
     rt: Runtime,
-    QueryParams(q): QueryParams<ContentQuery>,
+    QueryParams(q): QueryParams<PathParam>,
 ) -> ApiResult<Json<Value>> {
     let path = rt.client_path(&q.path)?;
     let c = state.files.read_text(&rt.caller, &rt.ns, &path).await?;
