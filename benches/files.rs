@@ -134,6 +134,7 @@ async fn main() {
         secret: Some("bench-secret-bench-secret-bench-secret".into()),
         webhooks: Default::default(),
         retention: Default::default(),
+        exec: warren::services::exec::ExecSettings::with_dir(dir.path().join("exec")),
     };
     let server = Server::start(&config).await.unwrap();
     let base = Arc::new(format!("http://{}", server.local_addr().unwrap()));

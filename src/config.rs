@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::services::exec::ExecSettings;
 use crate::services::retention::RetentionSettings;
 use crate::services::webhooks::WebhookSettings;
 
@@ -24,7 +25,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Operator tasks on a Warren's stores.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -110,6 +111,75 @@ pub struct ServeArgs {
     /// How long after its deletion a namespace's files and index are purged.
     #[arg(long, env = "WARREN_PURGE_AFTER", default_value = "30d", value_parser = parse_duration)]
     pub purge_after: Duration,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// Exec sandbox settings.
+#[derive(Args, Debug, Clone)]
+pub struct ExecArgs {
+    /// The bubblewrap binary.
+    #[arg(long, env = "WARREN_BWRAP", default_value = "/usr/bin/bwrap")]
+    pub bwrap: PathBuf,
+    /// Working copies and per-exec directories; every ancestor must be traversable (o+x)
+    /// [default: <data-dir>/exec].
+    #[arg(long, env = "WARREN_EXEC_DIR")]
+    pub exec_dir: Option<PathBuf>,
+    /// Host uid (and gid) sandboxes run as; dedicated, owning nothing else.
+    #[arg(long, env = "WARREN_EXEC_UID", default_value_t = 61_000)]
+    pub exec_uid: u32,
+    /// Wall-clock limit of one exec (then 408).
+    #[arg(long, env = "WARREN_EXEC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub exec_timeout: Duration,
+    /// Memory limit of one exec in MiB (includes its /tmp and what it writes).
+    #[arg(long, env = "WARREN_EXEC_MEMORY_MB", default_value_t = 1024)]
+    pub exec_memory_mb: u64,
+    /// Process limit of one exec.
+    #[arg(long, env = "WARREN_EXEC_PIDS", default_value_t = 256)]
+    pub exec_pids: u32,
+    /// CPU limit of one exec, in CPUs.
+    #[arg(long, env = "WARREN_EXEC_CPUS", default_value_t = 1.0)]
+    pub exec_cpus: f64,
+    /// Size of an exec's private /tmp (and of its home directory) in MiB.
+    #[arg(long, env = "WARREN_EXEC_TMP_MB", default_value_t = 256)]
+    pub exec_tmp_mb: u64,
+    /// What one exec may write to the workspace, in MiB.
+    #[arg(long, env = "WARREN_EXEC_WRITE_MB", default_value_t = 1024)]
+    pub exec_write_mb: u64,
+    /// Files and directories one exec may create or change.
+    #[arg(long, env = "WARREN_EXEC_MAX_CHANGES", default_value_t = 100_000)]
+    pub exec_max_changes: usize,
+    /// stdout and stderr are each cut at this many bytes.
+    #[arg(long, env = "WARREN_EXEC_OUTPUT_BYTES", default_value_t = 1 << 20)]
+    pub exec_output_bytes: usize,
+    /// Disk budget for warm working copies, in MiB.
+    #[arg(long, env = "WARREN_EXEC_CACHE_MB", default_value_t = 4096)]
+    pub exec_cache_mb: u64,
+}
+
+impl ExecArgs {
+    fn settings(self, data_dir: &std::path::Path) -> ExecSettings {
+        ExecSettings {
+            sandbox: warren_exec::SandboxConfig {
+                bwrap: self.bwrap,
+                base_dir: self.exec_dir.unwrap_or_else(|| data_dir.join("exec")),
+                uid: self.exec_uid,
+                gid: self.exec_uid,
+                limits: warren_exec::Limits {
+                    memory_bytes: self.exec_memory_mb << 20,
+                    pids: self.exec_pids,
+                    cpu_millis: (self.exec_cpus * 1000.0).round().max(10.0) as u32,
+                    tmp_bytes: self.exec_tmp_mb << 20,
+                    write_bytes: self.exec_write_mb << 20,
+                    write_inodes: self.exec_max_changes as u64 + 1000,
+                    output_bytes: self.exec_output_bytes,
+                    timeout: self.exec_timeout,
+                },
+            },
+            cache_bytes: self.exec_cache_mb << 20,
+            max_changes: self.exec_max_changes,
+        }
+    }
 }
 
 /// Parses durations like `250ms`, `30s`, `5m`, `2h`, `90d`.
@@ -147,6 +217,7 @@ pub struct Config {
     pub secret: Option<String>,
     pub webhooks: WebhookSettings,
     pub retention: RetentionSettings,
+    pub exec: ExecSettings,
 }
 
 impl Config {
@@ -154,6 +225,7 @@ impl Config {
     /// deliberately not flags: command lines are visible to every user of the machine.
     pub fn from_args(args: ServeArgs) -> std::io::Result<Self> {
         let (data_dir, database_url, storage_url) = args.store.resolve()?;
+        let exec = args.exec.settings(&data_dir);
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         Ok(Self {
             listen: args.listen,
@@ -175,6 +247,7 @@ impl Config {
                 orphan_grace: args.orphan_grace,
                 purge_after: args.purge_after,
             },
+            exec,
         })
     }
 }

@@ -14,7 +14,7 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Admin(AdminCommand::Reindex(args)) => reindex(args).await,
     };
     match result {

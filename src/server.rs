@@ -45,12 +45,18 @@ impl Server {
         let (ws, _) = meta
             .ensure_default_workspace(&WorkspaceId::from_random(random), "default", Micros::now())
             .await?;
+        let sandbox = warren_exec::Sandbox::probe(config.exec.sandbox.clone()).await;
+        if let Err(why) = &sandbox {
+            tracing::warn!(%why, "exec is unavailable; files are served, exec answers 503");
+        }
         let services = Arc::new(Services::new(
             meta,
             blobs,
             secret,
             ws.clone(),
             config.webhooks.clone(),
+            sandbox,
+            Some(&config.exec),
         ));
         let generated_admin_key = bootstrap_admin_key(config, &services, &ws).await?;
         services.namespaces.load().await?;

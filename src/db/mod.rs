@@ -130,6 +130,25 @@ pub struct FileWrite {
     pub sha256: String,
 }
 
+/// One change to a namespace's tree, as an exec's sync-back records it.
+#[derive(Debug, Clone)]
+pub enum TreeOp {
+    /// Remove the entry at the path and everything below it.
+    Delete(NsPath),
+    /// Remove everything below the directory at the path, keeping it.
+    DeleteBelow(NsPath),
+    /// Make the path a directory (replacing a file or link; keeping an existing directory).
+    Dir(NsPath, Micros),
+    /// Make the path this file (replacing whatever was there, a directory with its contents).
+    File(FileWrite),
+    /// Make the path a symlink to `target` (stored, never followed).
+    Symlink {
+        path: NsPath,
+        target: String,
+        mtime: Micros,
+    },
+}
+
 /// An event to append in the same transaction as the change it records.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -376,6 +395,20 @@ pub trait MetaStore: Send + Sync + 'static {
         files: &[FileWrite],
         event: &NewEvent,
     ) -> Result<()>;
+
+    /// Applies `ops` in order, bumping the generation once if there are any, and appends
+    /// `events`, in one transaction. Returns the generation before and after. The caller
+    /// lists every directory before what it holds.
+    async fn commit_tree_ops(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        ops: &[TreeOp],
+        events: &[NewEvent],
+    ) -> Result<(u64, u64)>;
+
+    /// Every entry of a namespace's tree, by path.
+    async fn tree(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<Vec<Entry>>;
 
     // --- namespace lifecycle ---
 

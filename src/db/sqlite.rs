@@ -19,7 +19,7 @@ use warren_storage::{Namespace, NsPath, WorkspaceId};
 use super::{
     AttemptResult, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error, EventQuery,
     EventRecord, FileWrite, KeyRecord, MetaStore, NamespaceUsage, NewEvent, NewKey, Result, Scope,
-    Swept, Webhook,
+    Swept, TreeOp, Webhook,
 };
 use crate::ids::{EventId, KeyId, Micros};
 
@@ -288,6 +288,30 @@ async fn upsert_file(
     .bind(file.mtime.0)
     .bind(&file.sha256)
     .bind(generation)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Deletes everything below `p`, and `p` itself when `inclusive`.
+async fn delete_subtree(
+    tx: &mut Transaction<'_, Sqlite>,
+    ws: &WorkspaceId,
+    ns: &Namespace,
+    p: &NsPath,
+    inclusive: bool,
+) -> Result<()> {
+    let (lo, hi) = subtree_range(p);
+    sqlx::query(
+        "DELETE FROM files WHERE workspace_id = ? AND namespace = ?
+           AND ((path = ? AND ?) OR (path >= ? AND path < ?))",
+    )
+    .bind(ws.as_str())
+    .bind(ns.as_str())
+    .bind(p.as_str())
+    .bind(inclusive)
+    .bind(&lo)
+    .bind(&hi)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -589,6 +613,103 @@ impl MetaStore for SqliteStore {
         append_event(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn commit_tree_ops(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        ops: &[TreeOp],
+        events: &[NewEvent],
+    ) -> Result<(u64, u64)> {
+        let mut tx = self.writer.begin().await?;
+        let now = events.first().map_or_else(Micros::now, |e| e.created_at);
+        let (before, after) = if ops.is_empty() {
+            let g: Option<i64> = sqlx::query_scalar(
+                "SELECT generation FROM namespaces WHERE workspace_id = ? AND name = ?",
+            )
+            .bind(ws.as_str())
+            .bind(ns.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            (g.unwrap_or(0), g.unwrap_or(0))
+        } else {
+            let g = bump_generation(&mut tx, ws, ns, now).await?;
+            (g - 1, g)
+        };
+        for op in ops {
+            match op {
+                TreeOp::Delete(p) => delete_subtree(&mut tx, ws, ns, p, true).await?,
+                TreeOp::DeleteBelow(p) => delete_subtree(&mut tx, ws, ns, p, false).await?,
+                TreeOp::Dir(p, mtime) => {
+                    sqlx::query(
+                        "DELETE FROM files WHERE workspace_id = ? AND namespace = ? AND path = ?
+                           AND kind <> 'dir'",
+                    )
+                    .bind(ws.as_str())
+                    .bind(ns.as_str())
+                    .bind(p.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    let exists: Option<i64> = sqlx::query_scalar(
+                        "SELECT 1 FROM files WHERE workspace_id = ? AND namespace = ? AND path = ?",
+                    )
+                    .bind(ws.as_str())
+                    .bind(ns.as_str())
+                    .bind(p.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if exists.is_none() {
+                        insert_dir(&mut tx, ws, ns, p, *mtime, after).await?;
+                    }
+                }
+                TreeOp::File(f) => {
+                    delete_subtree(&mut tx, ws, ns, &f.path, false).await?;
+                    upsert_file(&mut tx, ws, ns, f, after).await?;
+                }
+                TreeOp::Symlink {
+                    path,
+                    target,
+                    mtime,
+                } => {
+                    delete_subtree(&mut tx, ws, ns, path, true).await?;
+                    sqlx::query(
+                        "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size,
+                           mode, mtime, target, generation)
+                         VALUES (?, ?, ?, ?, ?, 'symlink', ?, ?, ?, ?, ?)",
+                    )
+                    .bind(ws.as_str())
+                    .bind(ns.as_str())
+                    .bind(path.as_str())
+                    .bind(path.parent().unwrap_or_else(NsPath::root).as_str().to_owned())
+                    .bind(path.name())
+                    .bind(target.len() as i64)
+                    .bind(0o777_i64)
+                    .bind(mtime.0)
+                    .bind(target)
+                    .bind(after)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        for ev in events {
+            append_event(&mut tx, ev).await?;
+        }
+        tx.commit().await?;
+        Ok((before as u64, after as u64))
+    }
+
+    async fn tree(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<Vec<Entry>> {
+        let rows = sqlx::query(
+            "SELECT path, kind, size, mode, mtime, sha256, target FROM files
+             WHERE workspace_id = ? AND namespace = ? ORDER BY path",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
     }
 
     async fn list_namespaces(&self, ws: &WorkspaceId) -> Result<Vec<NamespaceUsage>> {

@@ -58,6 +58,7 @@ impl AuditSlot {
 fn operation(method: &Method, route: &str) -> &'static str {
     match (method.as_str(), route) {
         ("POST", "/write") => "write",
+        ("POST", "/v1/exec" | "/exec") => "exec",
         ("PUT", _) => "upload",
         ("GET", "/files/{*path}" | "/files/") => "download",
         ("POST", "/delete") => "delete",

@@ -32,6 +32,9 @@ impl From<services::Error> for ApiError {
             E::BadRequest(_) => StatusCode::BAD_REQUEST,
             E::Conflict(_) => StatusCode::CONFLICT,
             E::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            E::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            E::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

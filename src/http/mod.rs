@@ -4,6 +4,7 @@
 mod audit;
 mod error;
 mod events;
+mod exec;
 mod extract;
 mod files;
 mod keys;
@@ -70,9 +71,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The runtime routes (files; later exec and snapshots): every call is audited.
+/// The runtime routes (files and exec; later snapshots): every call is audited.
 fn runtime(state: AppState) -> Router<AppState> {
     Router::new()
+        .route(
+            "/v1/exec",
+            post(exec::exec).layer(DefaultBodyLimit::max(exec::EXEC_BODY_LIMIT)),
+        )
+        .route(
+            "/exec",
+            post(exec::exec_text).layer(DefaultBodyLimit::max(exec::EXEC_BODY_LIMIT)),
+        )
         .route(
             "/write",
             post(files::write).layer(DefaultBodyLimit::max(files::WRITE_BODY_LIMIT)),

@@ -17,6 +17,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use warren_storage::{Namespace, WorkspaceId};
 
+use super::running::Running;
 use super::{Error, Result, event};
 use crate::db::{KeyRecord, MetaStore, NewKey, Scope};
 use crate::ids::{KeyId, Micros};
@@ -93,6 +94,8 @@ pub struct Keys {
     cache: moka::sync::Cache<[u8; 32], Arc<Cached>>,
     /// Bumped under this lock by every revocation; see the module docs.
     epoch: Mutex<u64>,
+    /// In-flight execs, killed when their key is revoked or rotated.
+    running: Arc<Running>,
 }
 
 /// What a caller asks for when minting a key.
@@ -103,9 +106,10 @@ pub struct KeyRequest {
 }
 
 impl Keys {
-    pub fn new(meta: Arc<dyn MetaStore>, secret: [u8; 32]) -> Self {
+    pub(crate) fn new(meta: Arc<dyn MetaStore>, secret: [u8; 32], running: Arc<Running>) -> Self {
         Self {
             meta,
+            running,
             secret,
             cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -274,7 +278,8 @@ impl Keys {
         Ok(self.meta.list_keys(ws).await?)
     }
 
-    /// Revokes a key. When this returns, no request authenticated after it can use the key.
+    /// Revokes a key. When this returns, no request authenticated after it can use the key,
+    /// and none of its execs is still running.
     pub async fn revoke(&self, caller: &Caller, ws: &WorkspaceId, id: &KeyId) -> Result<()> {
         let ev = event(
             Some(caller),
@@ -289,6 +294,7 @@ impl Keys {
             .await?
             .ok_or_else(|| Error::NotFound(format!("Key not found: {id}")))?;
         self.forget(&hash);
+        self.running.kill_key(id).await;
         Ok(())
     }
 
@@ -315,6 +321,7 @@ impl Keys {
             .await?
             .ok_or_else(|| Error::NotFound(format!("Key not found: {id}")))?;
         self.forget(&old_hash);
+        self.running.kill_key(id).await;
         Ok((record, plaintext))
     }
 

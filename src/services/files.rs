@@ -70,7 +70,7 @@ pub struct Listing {
 pub struct Files {
     meta: Arc<dyn MetaStore>,
     blobs: BlobStore,
-    locks: TreeLocks,
+    locks: Arc<TreeLocks>,
 }
 
 fn not_found(path: &NsPath) -> Error {
@@ -84,12 +84,8 @@ fn too_large() -> Error {
 }
 
 impl Files {
-    pub fn new(meta: Arc<dyn MetaStore>, blobs: BlobStore) -> Self {
-        Self {
-            meta,
-            blobs,
-            locks: TreeLocks::default(),
-        }
+    pub(crate) fn new(meta: Arc<dyn MetaStore>, blobs: BlobStore, locks: Arc<TreeLocks>) -> Self {
+        Self { meta, blobs, locks }
     }
 
     /// Stores `body` as the file at `path`, creating missing parent directories. `declared` is

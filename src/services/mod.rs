@@ -8,10 +8,12 @@
 pub mod audit;
 pub mod auth;
 pub mod events;
+pub mod exec;
 pub mod files;
 pub mod namespaces;
 pub mod reindex;
 pub mod retention;
+mod running;
 mod tree_lock;
 pub mod webhooks;
 
@@ -27,6 +29,7 @@ use crate::ids::{EventId, Micros};
 pub use audit::Audit;
 pub use auth::{Caller, Keys};
 pub use events::Events;
+pub use exec::Exec;
 pub use files::Files;
 pub use namespaces::Namespaces;
 pub use webhooks::Webhooks;
@@ -46,6 +49,15 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    /// Well-formed but refused (stdin over its cap).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The command ran past its time limit.
+    #[error("{0}")]
+    Timeout(String),
+    /// This server cannot do it (no sandbox on this host).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -82,6 +94,7 @@ pub struct Services {
     pub blobs: BlobStore,
     pub keys: Keys,
     pub files: Files,
+    pub exec: Exec,
     pub events: Events,
     pub webhooks: Arc<Webhooks>,
     pub audit: Arc<Audit>,
@@ -98,14 +111,26 @@ impl Services {
         secret: [u8; 32],
         default_workspace: WorkspaceId,
         webhooks: webhooks::WebhookSettings,
+        sandbox: std::result::Result<warren_exec::Sandbox, String>,
+        exec: Option<&exec::ExecSettings>,
     ) -> Self {
+        let locks = Arc::new(tree_lock::TreeLocks::default());
+        let running = Arc::new(running::Running::default());
         Self {
-            keys: Keys::new(Arc::clone(&meta), secret),
-            files: Files::new(Arc::clone(&meta), blobs.clone()),
+            keys: Keys::new(Arc::clone(&meta), secret, Arc::clone(&running)),
+            files: Files::new(Arc::clone(&meta), blobs.clone(), Arc::clone(&locks)),
+            exec: Exec::new(
+                Arc::clone(&meta),
+                blobs.clone(),
+                locks,
+                Arc::clone(&running),
+                sandbox,
+                exec,
+            ),
             events: Events::new(Arc::clone(&meta)),
             webhooks: Arc::new(Webhooks::new(Arc::clone(&meta), webhooks)),
             audit: Arc::new(Audit::new(Arc::clone(&meta))),
-            namespaces: Arc::new(Namespaces::new(Arc::clone(&meta))),
+            namespaces: Arc::new(Namespaces::new(Arc::clone(&meta), running)),
             meta,
             blobs,
             default_workspace,

@@ -15,6 +15,7 @@ use serde_json::json;
 use warren_storage::blob::ListError;
 use warren_storage::{BlobStore, Namespace, WorkspaceId};
 
+use super::running::Running;
 use super::{Caller, Error, Keys, Result, event};
 use crate::db::{MetaStore, NamespaceUsage};
 use crate::ids::Micros;
@@ -22,6 +23,7 @@ use crate::ids::Micros;
 pub struct Namespaces {
     meta: Arc<dyn MetaStore>,
     deleted: RwLock<HashSet<(WorkspaceId, Namespace)>>,
+    running: Arc<Running>,
 }
 
 /// What a purge removed.
@@ -34,9 +36,10 @@ pub struct Purged {
 }
 
 impl Namespaces {
-    pub fn new(meta: Arc<dyn MetaStore>) -> Self {
+    pub(crate) fn new(meta: Arc<dyn MetaStore>, running: Arc<Running>) -> Self {
         Self {
             meta,
+            running,
             deleted: RwLock::new(HashSet::new()),
         }
     }
@@ -95,6 +98,7 @@ impl Namespaces {
                 for h in hashes {
                     keys.forget(&h);
                 }
+                self.running.kill_namespace(&ws, &ns).await;
                 Ok(())
             }
             result => {

@@ -10,6 +10,9 @@
 //!   one path queue, writers of different files run in parallel;
 //! - a delete holds its top-level subtree *exclusively*, so no write below it is half done.
 //!
+//! - an exec's sync-back holds the whole namespace *exclusively* (writes and deletes hold it
+//!   shared), so the index it commits matches the bytes it uploaded.
+//!
 //! Two operations can only interfere when one's path contains the other's (or they are equal),
 //! and such paths always share their first component; the namespace root itself is never
 //! written or deleted. Locks are always taken subtree first, so they cannot deadlock.
@@ -56,19 +59,28 @@ impl<L: Default> LockMap<L> {
 }
 
 pub(crate) struct TreeLocks {
+    namespaces: LockMap<RwLock<()>>,
     subtrees: LockMap<RwLock<()>>,
     paths: LockMap<AsyncMutex<()>>,
 }
 
 /// Held by a write until its index row is committed.
 pub(crate) struct WriteGuard {
+    _namespace: OwnedRwLockReadGuard<()>,
     _subtree: OwnedRwLockReadGuard<()>,
     _path: OwnedMutexGuard<()>,
+}
+
+/// Held by a delete until its objects are removed.
+pub(crate) struct DeleteGuard {
+    _namespace: OwnedRwLockReadGuard<()>,
+    _subtree: OwnedRwLockWriteGuard<()>,
 }
 
 impl Default for TreeLocks {
     fn default() -> Self {
         Self {
+            namespaces: LockMap::new(),
             subtrees: LockMap::new(),
             paths: LockMap::new(),
         }
@@ -86,6 +98,7 @@ fn top(path: &NsPath) -> &str {
 
 impl TreeLocks {
     pub async fn write(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> WriteGuard {
+        let namespace = self.namespaces.get(key(ws, ns, "")).read_owned().await;
         let subtree = self.subtrees.get(key(ws, ns, top(path))).read_owned().await;
         let path = self
             .paths
@@ -93,21 +106,28 @@ impl TreeLocks {
             .lock_owned()
             .await;
         WriteGuard {
+            _namespace: namespace,
             _subtree: subtree,
             _path: path,
         }
     }
 
-    pub async fn delete(
-        &self,
-        ws: &WorkspaceId,
-        ns: &Namespace,
-        path: &NsPath,
-    ) -> OwnedRwLockWriteGuard<()> {
-        self.subtrees
+    pub async fn delete(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> DeleteGuard {
+        let namespace = self.namespaces.get(key(ws, ns, "")).read_owned().await;
+        let subtree = self
+            .subtrees
             .get(key(ws, ns, top(path)))
             .write_owned()
-            .await
+            .await;
+        DeleteGuard {
+            _namespace: namespace,
+            _subtree: subtree,
+        }
+    }
+
+    /// The whole namespace, exclusively.
+    pub async fn namespace(&self, ws: &WorkspaceId, ns: &Namespace) -> OwnedRwLockWriteGuard<()> {
+        self.namespaces.get(key(ws, ns, "")).write_owned().await
     }
 }
 

@@ -10,4 +10,4 @@ pub mod layout;
 pub mod names;
 
 pub use blob::{Blob, BlobStore, BlobWriter, Error, Written};
-pub use names::{NameError, Namespace, NsPath, WorkspaceId};
+pub use names::{MAX_PATH_BYTES, NameError, Namespace, NsPath, WorkspaceId};

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use warren::config::Config;
 use warren::server::Server;
 use warren::services::Services;
+use warren::services::exec::ExecSettings;
 use warren::services::webhooks::WebhookSettings;
 
 pub const ADMIN_KEY: &str = "trove-sk-test-admin-0123456789abcdef";
@@ -30,6 +31,8 @@ pub struct TestServer {
 }
 
 pub fn config(dir: &Path) -> Config {
+    // The sandbox uid must be able to reach working copies below the data directory.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_owned(),
@@ -46,6 +49,7 @@ pub fn config(dir: &Path) -> Config {
             poll: Duration::from_millis(50),
         },
         retention: Default::default(),
+        exec: ExecSettings::with_dir(dir.join("exec")),
     }
 }
 
@@ -210,6 +214,19 @@ impl Client {
 
     pub async fn delete(&self, path: &str) -> Resp {
         self.send(self.request(Method::DELETE, path)).await
+    }
+
+    /// Runs a command through `POST /v1/exec`.
+    pub async fn exec(&self, command: &str) -> Resp {
+        self.post("/v1/exec", json!({ "command": command })).await
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub async fn sh(&self, command: &str) -> String {
+        let r = self.exec(command).await;
+        assert_eq!(r.status, StatusCode::OK, "{command}: {:?}", r.json);
+        assert_eq!(r.json["exit_code"], 0, "{command}: {:?}", r.json);
+        r.json["stdout"].as_str().unwrap().to_owned()
     }
 
     pub async fn write(&self, path: &str, content: &str) -> Resp {

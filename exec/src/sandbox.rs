@@ -1,0 +1,558 @@
+//! The bubblewrap launcher: runs one command in a fresh sandbox and collects its result.
+//!
+//! The recipe and the leaks each step closes are in `design.md` §4: bwrap is spawned as a
+//! child (never by forking the multi-threaded server for namespace setup) with an empty
+//! environment, its arguments passed through a memfd (`--args`) so `/proc/1/cmdline` shows no
+//! host path, every other inherited descriptor marked close-on-exec, as a dedicated
+//! unprivileged uid, in a per-exec cgroup joined before bwrap runs. The sandbox sees read-only
+//! `/usr`, a synthetic `/etc`, fresh `/proc` and `/dev`, size-capped tmpfs `/tmp` and home, and
+//! the workspace; it has no network, and runs under the seccomp filters of [`crate::seccomp`].
+
+use std::ffi::CString;
+use std::io::{self, Seek, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::cgroup::{CgroupLimits, Cgroups};
+
+/// Where the workspace appears inside the sandbox, and the command's working directory.
+pub const HOME: &str = "/home/agent";
+pub const WORKSPACE: &str = "/home/agent/workspace";
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub pids: u32,
+    /// CPU bandwidth in thousandths of a CPU.
+    pub cpu_millis: u32,
+    /// Size of the private `/tmp` and of the home directory's tmpfs, each.
+    pub tmp_bytes: u64,
+    /// What one exec may write to the workspace: bytes and inodes of its upper layer.
+    pub write_bytes: u64,
+    pub write_inodes: u64,
+    /// stdout and stderr are each cut at this many bytes.
+    pub output_bytes: usize,
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 1 << 30,
+            pids: 256,
+            cpu_millis: 1000,
+            tmp_bytes: 256 << 20,
+            write_bytes: 1 << 30,
+            write_inodes: 200_000,
+            output_bytes: 1 << 20,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub bwrap: PathBuf,
+    /// Holds working copies and per-exec directories; must be traversable by `uid`.
+    pub base_dir: PathBuf,
+    /// The host uid and gid sandboxes run as: dedicated, owning nothing else.
+    pub uid: u32,
+    pub gid: u32,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    TimedOut,
+    Cancelled,
+}
+
+#[derive(Debug)]
+pub struct RunResult {
+    pub outcome: Outcome,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub oom_killed: bool,
+    pub pids_exhausted: bool,
+    pub duration: Duration,
+}
+
+/// A host able to run sandboxes, checked at start-up.
+pub struct Sandbox {
+    cfg: SandboxConfig,
+    cgroups: Cgroups,
+    filters: [Vec<u8>; 2],
+}
+
+const PASSWD: &str = "root:x:0:0:root:/root:/usr/sbin/nologin\n\
+agent:x:1000:1000:agent:/home/agent:/bin/bash\n\
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+const GROUP: &str = "root:x:0:\nagent:x:1000:\nnogroup:x:65534:\n";
+const HOSTS: &str = "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost\n";
+
+/// Descriptor numbers inside the launcher, in the order `fds` are passed.
+const FIRST_FD: RawFd = 3;
+
+impl Sandbox {
+    /// Checks everything a sandbox needs, and runs one; the error says what is missing.
+    pub async fn probe(cfg: SandboxConfig) -> Result<Self, String> {
+        if !rustix::process::geteuid().is_root() {
+            return Err(
+                "exec needs the server to run as root, to start each sandbox as a \
+                        dedicated unprivileged uid in its own cgroup"
+                    .into(),
+            );
+        }
+        if !cfg.bwrap.is_file() {
+            return Err(format!(
+                "bubblewrap not found at {} (install the bubblewrap package)",
+                cfg.bwrap.display()
+            ));
+        }
+        if cfg.uid == 0 || cfg.gid == 0 {
+            return Err("the sandbox uid and gid must not be 0".into());
+        }
+        prepare_base_dir(&cfg.base_dir)?;
+        crate::overlay::clean_stale_mounts(&cfg.base_dir);
+        let cgroups = Cgroups::detect()?;
+        let filters = crate::seccomp::filters()?;
+        let sandbox = Self {
+            cfg,
+            cgroups,
+            filters,
+        };
+        sandbox.self_test().await?;
+        Ok(sandbox)
+    }
+
+    async fn self_test(&self) -> Result<(), String> {
+        let empty = self.cfg.base_dir.join(format!("probe-{}", random_name()));
+        let wc = crate::WorkCopy::create(empty, self.owner()).map_err(|e| e.to_string())?;
+        let result = async {
+            let overlay =
+                crate::Overlay::mount(self.run_dir(), wc.path(), self.owner(), 1 << 20, 1024)
+                    .map_err(|e| format!("cannot mount the exec overlay: {e}"))?;
+            let r = self
+                .run(
+                    overlay.merged(),
+                    "touch workspace/ok",
+                    None,
+                    &CancellationToken::new(),
+                )
+                .await
+                .map_err(|e| format!("cannot start bubblewrap: {e}"))?;
+            if r.outcome != Outcome::Exited(0) {
+                return Err(format!(
+                    "bubblewrap cannot create a sandbox here ({:?}): {}",
+                    r.outcome,
+                    String::from_utf8_lossy(&r.stderr).trim()
+                ));
+            }
+            Ok(())
+        }
+        .await;
+        wc.destroy();
+        result
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.cfg
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.cfg.limits
+    }
+
+    /// The host uid and gid that own working copies.
+    pub fn owner(&self) -> (u32, u32) {
+        (self.cfg.uid, self.cfg.gid)
+    }
+
+    /// A fresh, random, non-identifying directory path under the base directory (the path is
+    /// visible inside the sandbox through `/proc/self/mountinfo`).
+    pub fn run_dir(&self) -> PathBuf {
+        self.cfg.base_dir.join(random_name())
+    }
+
+    pub fn work_copy_dir(&self) -> PathBuf {
+        self.cfg.base_dir.join(random_name())
+    }
+
+    /// Runs `script` under bash with `workspace` bound at [`WORKSPACE`], until it exits, the
+    /// time limit passes or `cancel` fires. Every process of the sandbox is gone on return.
+    pub async fn run(
+        &self,
+        workspace: &Path,
+        script: &str,
+        stdin: Option<Vec<u8>>,
+        cancel: &CancellationToken,
+    ) -> io::Result<RunResult> {
+        let limits = self.cfg.limits;
+        let cgroup = self.cgroups.create(
+            &random_name(),
+            CgroupLimits {
+                memory_bytes: limits.memory_bytes,
+                pids: limits.pids,
+                cpu_millis: limits.cpu_millis,
+            },
+        )?;
+        let result = self.run_in(&cgroup, workspace, script, stdin, cancel).await;
+        let oom_killed = cgroup.oom_kills() > 0;
+        let pids_exhausted = cgroup.pids_exhausted();
+        cgroup.destroy().await?;
+        let mut r = result?;
+        r.oom_killed = oom_killed;
+        r.pids_exhausted = pids_exhausted;
+        Ok(r)
+    }
+
+    async fn run_in(
+        &self,
+        cgroup: &crate::cgroup::Cgroup,
+        workspace: &Path,
+        script: &str,
+        stdin: Option<Vec<u8>>,
+        cancel: &CancellationToken,
+    ) -> io::Result<RunResult> {
+        let limits = self.cfg.limits;
+        let fd = |i: usize| (FIRST_FD + i as RawFd).to_string();
+        // fds[0] is the argument list itself; the others are referenced from it.
+        let [deny, clone3] = &self.filters;
+        let data = [
+            deny.as_slice(),
+            clone3,
+            PASSWD.as_bytes(),
+            GROUP.as_bytes(),
+            HOSTS.as_bytes(),
+        ];
+        let mut fds = vec![];
+        let workspace = workspace
+            .to_str()
+            .ok_or_else(|| io::Error::other("workspace path is not UTF-8"))?;
+        let tmp_size = limits.tmp_bytes.to_string();
+        let mut args: Vec<&str> = vec![
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--die-with-parent",
+            "--new-session",
+            "--uid",
+            "1000",
+            "--gid",
+            "1000",
+            "--hostname",
+            "sandbox",
+            "--cap-drop",
+            "ALL",
+            "--clearenv",
+            "--setenv",
+            "PATH",
+            "/usr/local/bin:/usr/bin:/bin",
+            "--setenv",
+            "HOME",
+            HOME,
+            "--setenv",
+            "USER",
+            "agent",
+            "--setenv",
+            "LOGNAME",
+            "agent",
+            "--setenv",
+            "LANG",
+            "C.UTF-8",
+            "--setenv",
+            "TMPDIR",
+            "/tmp",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--symlink",
+            "usr/sbin",
+            "/sbin",
+            "--dir",
+            "/etc",
+            "--ro-bind-try",
+            "/etc/ld.so.cache",
+            "/etc/ld.so.cache",
+            "--ro-bind-try",
+            "/etc/alternatives",
+            "/etc/alternatives",
+            "--ro-bind-try",
+            "/etc/localtime",
+            "/etc/localtime",
+            "--ro-bind-try",
+            "/etc/nsswitch.conf",
+            "/etc/nsswitch.conf",
+            "--ro-bind-try",
+            "/etc/ssl",
+            "/etc/ssl",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--size",
+            &tmp_size,
+            "--tmpfs",
+            "/tmp",
+            "--size",
+            &tmp_size,
+            "--tmpfs",
+            HOME,
+            "--bind",
+            workspace,
+            WORKSPACE,
+            "--chdir",
+            HOME,
+        ];
+        let fd_names: Vec<String> = (1..=data.len()).map(fd).collect();
+        args.extend([
+            "--add-seccomp-fd",
+            &fd_names[0],
+            "--add-seccomp-fd",
+            &fd_names[1],
+        ]);
+        args.extend(["--ro-bind-data", &fd_names[2], "/etc/passwd"]);
+        args.extend(["--ro-bind-data", &fd_names[3], "/etc/group"]);
+        args.extend(["--ro-bind-data", &fd_names[4], "/etc/hosts"]);
+        // Last: everything above is in place before the root turns read-only.
+        args.extend(["--remount-ro", "/"]);
+        let mut arg_bytes = Vec::new();
+        for a in &args {
+            if a.contains('\0') {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "argument contains NUL",
+                ));
+            }
+            arg_bytes.extend_from_slice(a.as_bytes());
+            arg_bytes.push(0);
+        }
+        fds.push(memfd(&arg_bytes)?);
+        for d in data {
+            fds.push(memfd(d)?);
+        }
+
+        let mut cmd = tokio::process::Command::new(&self.cfg.bwrap);
+        // bwrap takes options only from the --args file; the command (the agent's own text,
+        // no host detail) stays on the command line.
+        cmd.arg("--args")
+            .arg(fd(0))
+            .args(["--", "/bin/bash", "-c", script])
+            .env_clear()
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let setup = LauncherSetup {
+            procs: cgroup.procs_files(),
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+            fds: fds.iter().map(AsRawFd::as_raw_fd).collect(),
+        };
+        // SAFETY: the closure runs between fork and exec in the child; `LauncherSetup::apply`
+        // makes only async-signal-safe syscalls on data prepared before the fork.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || setup.apply());
+        }
+        let started = Instant::now();
+        let mut child = cmd.spawn()?;
+        drop(fds);
+
+        if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), stdin) {
+            tokio::spawn(async move {
+                // The command may exit without reading its input; that is not an error.
+                let _ = pipe.write_all(&bytes).await;
+            });
+        }
+        let stdout = tokio::spawn(capture(child.stdout.take(), limits.output_bytes));
+        let stderr = tokio::spawn(capture(child.stderr.take(), limits.output_bytes));
+
+        let outcome = tokio::select! {
+            status = child.wait() => Outcome::Exited(exit_code(status?)),
+            _ = tokio::time::sleep(limits.timeout) => Outcome::TimedOut,
+            _ = cancel.cancelled() => Outcome::Cancelled,
+        };
+        if outcome != Outcome::Exited(0) {
+            // bwrap's death takes the sandbox's pid 1 with it (--die-with-parent), and with
+            // it the whole pid namespace; the cgroup catches anything else.
+            let _ = child.start_kill();
+        }
+        cgroup.kill_all().await?;
+        let _ = child.wait().await;
+        let duration = started.elapsed();
+        let (stdout, stdout_truncated) = stdout.await.map_err(io::Error::other)??;
+        let (stderr, stderr_truncated) = stderr.await.map_err(io::Error::other)??;
+        Ok(RunResult {
+            outcome,
+            stdout,
+            stderr,
+            stdout_truncated,
+            stderr_truncated,
+            oom_killed: false,
+            pids_exhausted: false,
+            duration,
+        })
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
+}
+
+/// Reads a pipe to its end, keeping the first `cap` bytes; the rest is drained and dropped so
+/// the writer never blocks on a full pipe.
+async fn capture(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> io::Result<(Vec<u8>, bool)> {
+    let Some(mut pipe) = pipe else {
+        return Ok((Vec::new(), false));
+    };
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = pipe.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((kept, truncated));
+        }
+        let room = cap - kept.len();
+        if n > room {
+            truncated = true;
+        }
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+}
+
+fn memfd(bytes: &[u8]) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create("warren", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(bytes)?;
+    f.rewind()?;
+    Ok(f.into())
+}
+
+fn random_name() -> String {
+    let mut b = [0u8; 16];
+    rand::fill(&mut b);
+    hex::encode(b)
+}
+
+/// Makes the base directory, mode 0711, and checks the sandbox uid can reach it: bwrap, running
+/// as that uid, resolves the workspace path itself.
+fn prepare_base_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
+    let abs = std::fs::canonicalize(dir).map_err(|e| e.to_string())?;
+    for a in abs.ancestors().skip(1) {
+        let mode = std::fs::metadata(a)
+            .map_err(|e| e.to_string())?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(format!(
+                "the exec directory {} is below {}, which other users cannot traverse; \
+                 choose another --exec-dir",
+                dir.display(),
+                a.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What the launcher does between fork and exec, prepared beforehand so that it allocates
+/// nothing: join the cgroup, drop to the sandbox uid, die with the server, leave the terminal
+/// session, and pass exactly the prepared descriptors as 3, 4, … .
+struct LauncherSetup {
+    procs: Vec<CString>,
+    uid: u32,
+    gid: u32,
+    fds: Vec<RawFd>,
+}
+
+impl LauncherSetup {
+    #[allow(unsafe_code)]
+    fn apply(&self) -> io::Result<()> {
+        fn check(r: libc::c_int) -> io::Result<()> {
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        }
+        // SAFETY: plain syscalls on valid, NUL-terminated paths and descriptors this process
+        // owns; nothing here allocates or takes a lock.
+        unsafe {
+            for p in &self.procs {
+                let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                check(fd)?;
+                let w = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if w != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setresgid(self.gid, self.gid, self.gid))?;
+            check(libc::setresuid(self.uid, self.uid, self.uid))?;
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+            check(libc::setsid())?;
+            let core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            check(libc::setrlimit(libc::RLIMIT_CORE, &core))?;
+            // Move the prepared descriptors out of the way first, so placing one at 3 + i can
+            // never clobber another that happens to sit there.
+            let mut high = [0 as RawFd; 8];
+            if self.fds.len() > high.len() {
+                return Err(io::Error::other("too many descriptors"));
+            }
+            for (i, &fd) in self.fds.iter().enumerate() {
+                high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
+                check(high[i])?;
+            }
+            for (i, &fd) in high[..self.fds.len()].iter().enumerate() {
+                check(libc::dup2(fd, FIRST_FD + i as RawFd))?;
+            }
+            // Everything else is closed at exec.
+            let first = (FIRST_FD as usize + self.fds.len()) as libc::c_uint;
+            let r = libc::syscall(
+                libc::SYS_close_range,
+                first,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}

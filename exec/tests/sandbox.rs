@@ -1,0 +1,104 @@
+//! The sandbox on this host: a real bubblewrap run over a real overlay.
+//! Needs root and bubblewrap; `scripts/test` provides both.
+
+use std::io::Write;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use warren_exec::{Change, Limits, Outcome, Overlay, Sandbox, SandboxConfig, ScanLimits, WorkCopy};
+
+async fn sandbox(base: &std::path::Path, limits: Limits) -> Sandbox {
+    Sandbox::probe(SandboxConfig {
+        bwrap: "/usr/bin/bwrap".into(),
+        base_dir: base.join("exec"),
+        uid: 60_011,
+        gid: 60_011,
+        limits,
+    })
+    .await
+    .expect("this host must be able to run sandboxes")
+}
+
+const SCAN: ScanLimits = ScanLimits {
+    max_entries: 1000,
+    max_file_bytes: 1 << 20,
+    max_path_bytes: 768,
+};
+
+#[tokio::test]
+async fn runs_a_command_and_reports_its_changes() {
+    let tmp = tempfile::Builder::new()
+        .prefix("warren-exec")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let sb = sandbox(tmp.path(), Limits::default()).await;
+    let mut wc = WorkCopy::create(sb.work_copy_dir(), sb.owner()).unwrap();
+    wc.make_dir("d").unwrap();
+    let mut f = wc.create_file("d/a.txt", 0o644).unwrap();
+    f.write_all(b"hello\n").unwrap();
+    wc.file_written("d/a.txt", "x".into(), 0o644, 6);
+    let mut f = wc.create_file("gone", 0o644).unwrap();
+    f.write_all(b"bye\n").unwrap();
+
+    let mut ov = Overlay::mount(sb.run_dir(), wc.path(), sb.owner(), 1 << 20, 100).unwrap();
+    let r = sb
+        .run(
+            ov.merged(),
+            "pwd; id -u; cat workspace/d/a.txt; echo new > workspace/n; rm workspace/gone; \
+             ln -s /etc/passwd workspace/l; echo err >&2; exit 3",
+            None,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Exited(3));
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "/home/agent\n1000\nhello\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&r.stderr), "err\n");
+    ov.unmount_merged();
+    let scan = ov.scan(SCAN).unwrap();
+    let summary: Vec<String> = scan
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::Deleted(p) => format!("-{p}"),
+            Change::Dir { path, .. } => format!("d{path}"),
+            Change::File { path, size, .. } => format!("f{path}:{size}"),
+            Change::Symlink { path, target } => format!("l{path}->{target}"),
+        })
+        .collect();
+    assert_eq!(summary, ["-gone", "ll->/etc/passwd", "fn:4"]);
+    drop(ov);
+    wc.destroy();
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_tree() {
+    let tmp = tempfile::Builder::new()
+        .prefix("warren-exec")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let limits = Limits {
+        timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let sb = sandbox(tmp.path(), limits).await;
+    let wc = WorkCopy::create(sb.work_copy_dir(), sb.owner()).unwrap();
+    let ov = Overlay::mount(sb.run_dir(), wc.path(), sb.owner(), 1 << 20, 100).unwrap();
+    let r = sb
+        .run(
+            ov.merged(),
+            "(setsid sleep 60 &); sleep 60 & echo started; sleep 60",
+            None,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::TimedOut);
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "started\n");
+    assert!(r.duration < Duration::from_secs(20));
+    drop(ov);
+    wc.destroy();
+}

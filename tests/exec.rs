@@ -1,0 +1,177 @@
+//! `POST /v1/exec` end to end: a real server on a loopback port, real bubblewrap sandboxes,
+//! changes synced back and visible through the file API and the events feed.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+use support::TestServer;
+
+#[tokio::test]
+async fn runs_bash_in_the_parent_of_workspace_and_syncs_every_kind_of_change() {
+    let srv = TestServer::start().await;
+    let a = srv.agent("alpha").await;
+    a.write("keep.txt", "kept\n").await;
+    a.write("old/inner.txt", "inner\n").await;
+    a.write("gone.txt", "bye\n").await;
+
+    let r = a
+        .exec("pwd; ls workspace; cat workspace/keep.txt; echo oops >&2; exit 7")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    assert_eq!(r.json["exit_code"], 7);
+    assert_eq!(
+        r.json["stdout"],
+        "/home/agent\ngone.txt\nkeep.txt\nold\nkept\n"
+    );
+    assert_eq!(r.json["stderr"], "oops\n");
+    assert!(r.json["duration_ms"].is_u64());
+
+    a.sh(
+        "cd workspace && echo new > new.txt && echo more >> keep.txt && rm gone.txt \
+         && mv old renamed && mkdir -p empty/deeper && printf '#!/bin/sh\\necho hi\\n' > run.sh \
+         && chmod +x run.sh && ln -s keep.txt link && ln -s /etc/passwd abs",
+    )
+    .await;
+    assert_eq!(a.read("new.txt").await.json["content"], "new\n");
+    assert_eq!(a.read("keep.txt").await.json["content"], "kept\nmore\n");
+    assert_eq!(a.read("renamed/inner.txt").await.json["content"], "inner\n");
+    assert_eq!(a.read("gone.txt").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.read("old/inner.txt").await.status, StatusCode::NOT_FOUND);
+    let all = a.paths("", true).await;
+    for p in [
+        "workspace/empty",
+        "workspace/empty/deeper",
+        "workspace/link",
+        "workspace/abs",
+        "workspace/run.sh",
+    ] {
+        assert!(all.contains(&p.to_owned()), "{p} missing from {all:?}");
+    }
+    // The next exec sees all of it: links as links, the executable bit kept.
+    let out = a
+        .sh("cd workspace && readlink link abs && cat link && ./run.sh && ls -d empty/deeper && test ! -e gone.txt && echo ok")
+        .await;
+    assert_eq!(
+        out,
+        "keep.txt\n/etc/passwd\nkept\nmore\nhi\nempty/deeper\nok\n"
+    );
+}
+
+#[tokio::test]
+async fn changes_emit_events_attributed_to_the_key() {
+    let srv = TestServer::start().await;
+    let a = srv.agent("ev").await;
+    a.write("x.txt", "x").await;
+    a.sh("echo hello > workspace/made.txt; rm workspace/x.txt; echo printed")
+        .await;
+    let r = srv
+        .admin()
+        .get(&format!(
+            "/v1/workspaces/{}/events?namespace=ev&limit=10",
+            srv.ws
+        ))
+        .await;
+    let events = r.json["events"].as_array().unwrap().clone();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    // Newest first: the scan's changes in path order, then the completion.
+    assert_eq!(
+        kinds[..3],
+        ["exec.completed", "file.deleted", "file.written"],
+        "{kinds:?}"
+    );
+    let done = &events[0];
+    assert_eq!(done["data"]["exit_code"], 0);
+    assert_eq!(done["data"]["stdout"], "printed\n");
+    assert_eq!(done["data"]["stdin_bytes"], 0);
+    let written = events
+        .iter()
+        .find(|e| e["type"] == "file.written" && e["data"]["source"] == "exec")
+        .unwrap();
+    assert_eq!(written["data"]["path"], "workspace/made.txt");
+    assert_eq!(written["data"]["size_bytes"], 6);
+    let key_id = done["key_id"].as_str().unwrap();
+    assert!(events.iter().take(3).all(|e| e["key_id"] == key_id));
+}
+
+#[tokio::test]
+async fn stdin_init_sh_and_limits_on_input() {
+    let srv = TestServer::start().await;
+    let a = srv.agent("io").await;
+    let r = a
+        .post(
+            "/v1/exec",
+            json!({ "command": "wc -c; cat", "stdin": "abc" }),
+        )
+        .await;
+    assert_eq!(r.json["stdout"], "3\n");
+    let r = a.post("/v1/exec", json!({ "command": "cat" })).await;
+    assert_eq!(r.json["stdout"], "", "no stdin reads /dev/null");
+    let big = "x".repeat(1024 * 1024 + 1);
+    let r = a
+        .post("/v1/exec", json!({ "command": "wc -c", "stdin": big }))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.json);
+    let r = a
+        .post(
+            "/v1/exec",
+            json!({ "command": "wc -c", "stdin": "x".repeat(1024 * 1024) }),
+        )
+        .await;
+    assert_eq!(r.json["stdout"], "1048576\n");
+
+    a.write(".trove/init.sh", "export GREETING=hello\ncd workspace\n")
+        .await;
+    assert_eq!(
+        a.sh("echo $GREETING; pwd").await,
+        "hello\n/home/agent/workspace\n"
+    );
+    // exec_chain's shape: state carries from one step to the next.
+    assert_eq!(
+        a.sh("{ cd /tmp; } && { X=1; } && { echo $PWD $X; }").await,
+        "/tmp 1\n"
+    );
+    let r = a.post("/v1/exec", json!({ "stdin": "no command" })).await;
+    assert!(r.status.is_client_error());
+}
+
+#[tokio::test]
+async fn legacy_text_exec() {
+    let srv = TestServer::start().await;
+    let a = srv.agent("legacy").await;
+    let r = a.post("/exec", json!({ "command": "echo hi" })).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(String::from_utf8_lossy(&r.bytes), "hi\n");
+    let r = a.post("/exec", json!({ "command": "true" })).await;
+    assert_eq!(String::from_utf8_lossy(&r.bytes), "(no output)");
+    let r = a
+        .post(
+            "/exec",
+            json!({ "command": "echo out; echo err >&2; exit 3" }),
+        )
+        .await;
+    assert_eq!(String::from_utf8_lossy(&r.bytes), "[exit 3]\nerr\n\nout\n");
+}
+
+#[tokio::test]
+async fn timeout_is_408_and_keeps_what_was_written() {
+    let quick = |d: &std::path::Path| {
+        let mut c = support::config(d);
+        c.exec.sandbox.limits.timeout = Duration::from_secs(2);
+        c
+    };
+    let srv = TestServer::start_with(tempfile::tempdir().unwrap(), quick).await;
+    let a = srv.agent("slow").await;
+    let started = Instant::now();
+    let r = a
+        .exec("echo step1 > workspace/progress.txt; sleep 60 & sleep 60")
+        .await;
+    assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT, "{:?}", r.json);
+    assert_eq!(r.detail(), "Command timed out after 2s.");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(a.read("progress.txt").await.json["content"], "step1\n");
+    // Nothing of it is left running: the namespace takes the next exec at once.
+    assert_eq!(a.sh("echo next").await, "next\n");
+}
