@@ -175,3 +175,137 @@ async fn timeout_is_408_and_keeps_what_was_written() {
     // Nothing of it is left running: the namespace takes the next exec at once.
     assert_eq!(a.sh("echo next").await, "next\n");
 }
+
+#[tokio::test]
+async fn a_venv_made_in_one_exec_works_in_the_next() {
+    let srv = TestServer::start().await;
+    let a = srv.agent("py").await;
+    a.sh("python3 -m venv --without-pip workspace/.venv").await;
+    let out = a
+        .sh("source workspace/.venv/bin/activate && python -c 'import sys; print(sys.prefix)'")
+        .await;
+    assert_eq!(out, "/home/agent/workspace/.venv\n");
+}
+
+#[tokio::test]
+async fn revoking_a_key_kills_its_running_exec_and_discards_its_changes() {
+    let srv = TestServer::start().await;
+    let key = srv.mint("doomed", Some("rv")).await;
+    let a = srv.client(&key, Some("rv"));
+    let observer = srv.agent("rv").await;
+    observer.write("before.txt", "b").await;
+    let running = tokio::spawn(async move {
+        let started = Instant::now();
+        let r = a
+            .exec("echo partial > workspace/partial.txt; sleep 25; echo late")
+            .await;
+        (r, started.elapsed())
+    });
+    // Wait until the sandbox has started (its write is visible to nobody yet).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let keys = srv
+        .admin()
+        .get(&format!("/v1/workspaces/{}/keys", srv.ws))
+        .await;
+    let id = keys.json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "doomed")
+        .unwrap()["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = srv
+        .admin()
+        .delete(&format!("/v1/workspaces/{}/keys/{id}", srv.ws))
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.json);
+    // When the revoke returns, the exec is already over: nothing of it was synced.
+    assert_eq!(
+        observer.read("partial.txt").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let (r, took) = running.await.unwrap();
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.json);
+    assert!(
+        took < Duration::from_secs(20),
+        "the command was not killed: {took:?}"
+    );
+    assert_eq!(observer.paths("", true).await, ["workspace/before.txt"]);
+    assert_eq!(observer.sh("ls workspace").await, "before.txt\n");
+}
+
+#[tokio::test]
+async fn concurrent_execs_and_writes_on_one_namespace_lose_nothing() {
+    let srv = TestServer::start().await;
+    let a = srv.agent("busy").await;
+    a.write("seed.txt", "seed").await;
+    let runs = (0..4).map(|i| {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.sh(&format!(
+                "sleep 0.3; echo {i} > workspace/exec{i}.txt; cat workspace/seed.txt"
+            ))
+            .await
+        })
+    });
+    let writer = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for i in 0..10 {
+                assert_eq!(
+                    a.write(&format!("api{i}.txt"), "w").await.status,
+                    StatusCode::OK
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    for r in runs {
+        assert_eq!(r.await.unwrap(), "seed");
+    }
+    writer.await.unwrap();
+    let all = a.paths("", false).await;
+    for i in 0..4 {
+        assert!(all.contains(&format!("workspace/exec{i}.txt")), "{all:?}");
+    }
+    for i in 0..10 {
+        assert!(all.contains(&format!("workspace/api{i}.txt")), "{all:?}");
+    }
+    // The working copy caught up with the writes made while execs ran.
+    let seen = a.sh("ls workspace | wc -l").await;
+    assert_eq!(seen.trim(), "15");
+}
+
+#[tokio::test]
+async fn without_a_sandbox_exec_is_503_and_files_still_work() {
+    let no_bwrap = |d: &std::path::Path| {
+        let mut c = support::config(d);
+        c.exec.sandbox.bwrap = "/nonexistent/bwrap".into();
+        c
+    };
+    let srv = TestServer::start_with(tempfile::tempdir().unwrap(), no_bwrap).await;
+    let a = srv.agent("plain").await;
+    let r = a.exec("echo never").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.detail().contains("bubblewrap"), "{}", r.detail());
+    assert_eq!(a.write("f.txt", "ok").await.status, StatusCode::OK);
+    assert_eq!(a.read("f.txt").await.json["content"], "ok");
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_kills_its_execs() {
+    let srv = TestServer::start().await;
+    let a = srv.agent("short").await;
+    a.write("f.txt", "f").await;
+    let running = tokio::spawn(async move { a.exec("sleep 25").await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = srv
+        .admin()
+        .delete(&format!("/v1/workspaces/{}/namespaces/short", srv.ws))
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.json);
+    let r = running.await.unwrap();
+    assert!(r.status.is_client_error(), "{:?}", r.json);
+}

@@ -37,7 +37,7 @@ impl From<services::Error> for ApiError {
             E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             // Logged here, where it is handled; clients get no internals.
             tracing::error!(error = %e, "request failed");
             return Self::new(status, "Internal server error");
