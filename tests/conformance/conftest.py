@@ -48,6 +48,8 @@ def start_warren(data_dir: Path, extra_env: dict | None = None) -> Warren:
         "WARREN_WEBHOOK_ALLOW_PRIVATE": "true",
         "WARREN_WEBHOOK_BACKOFF": "200ms",
         "WARREN_WEBHOOK_MAX_ATTEMPTS": "5",
+        # A short exec limit so the 408 test is quick.
+        "WARREN_EXEC_TIMEOUT": "3s",
         **(extra_env or {}),
     }
     log = open(data_dir.parent / f"warren-{port}.log", "wb")
@@ -79,6 +81,8 @@ def stop_warren(w: Warren) -> int:
 @pytest.fixture(scope="session")
 def warren():
     with tempfile.TemporaryDirectory(prefix="warren-conformance-") as tmp:
+        # The sandbox uid must be able to reach the working copies below the data directory.
+        os.chmod(tmp, 0o711)
         w = start_warren(Path(tmp) / "data")
         yield w
         assert stop_warren(w) == 0, "graceful shutdown must exit 0"
