@@ -92,6 +92,7 @@ impl Server {
                 Arc::clone(&svc.meta),
                 svc.blobs.clone(),
                 Arc::clone(&svc.namespaces),
+                Arc::clone(&svc.exec),
                 self.retention.clone(),
                 token.clone(),
             )),

@@ -133,6 +133,10 @@ async fn stdin_init_sh_and_limits_on_input() {
         a.sh("{ cd /tmp; } && { X=1; } && { echo $PWD $X; }").await,
         "/tmp 1\n"
     );
+    let r = a
+        .post("/v1/exec", json!({ "command": "echo a\u{0}b" }))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.json);
     let r = a.post("/v1/exec", json!({ "stdin": "no command" })).await;
     assert!(r.status.is_client_error());
 }

@@ -163,10 +163,26 @@ impl Cgroup {
 
     /// SIGKILLs every process in the group and waits until none is left.
     pub async fn kill_all(&self) -> io::Result<()> {
+        if self.pids()?.is_empty() {
+            return Ok(());
+        }
+        let this = Cgroup {
+            dirs: self.dirs.clone(),
+            v2: self.v2,
+        };
+        tokio::task::spawn_blocking(move || this.kill_all_blocking())
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// The last processes usually need well under a millisecond to go (the sandbox's pid 1
+    /// outlives bwrap by a moment), so this polls finely at first, off the async workers.
+    fn kill_all_blocking(&self) -> io::Result<()> {
         if self.v2 {
             let _ = write(&self.dirs[0].join("cgroup.kill"), "1");
         }
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut pause = Duration::from_micros(20);
         loop {
             let pids = self.pids()?;
             if pids.is_empty() {
@@ -182,7 +198,8 @@ impl Cgroup {
             if Instant::now() > deadline {
                 return Err(io::Error::other("processes survived SIGKILL for 10 s"));
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(2));
         }
     }
 

@@ -121,7 +121,14 @@ impl Sandbox {
             return Err("the sandbox uid and gid must not be 0".into());
         }
         prepare_base_dir(&cfg.base_dir)?;
+        // Working copies are only known to the process that made them: what an earlier run
+        // left (after a crash or restart) is garbage.
         crate::overlay::clean_stale_mounts(&cfg.base_dir);
+        if let Ok(entries) = std::fs::read_dir(&cfg.base_dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
         let cgroups = Cgroups::detect()?;
         let filters = crate::seccomp::filters()?;
         let sandbox = Self {
@@ -207,11 +214,121 @@ impl Sandbox {
         let result = self.run_in(&cgroup, workspace, script, stdin, cancel).await;
         let oom_killed = cgroup.oom_kills() > 0;
         let pids_exhausted = cgroup.pids_exhausted();
-        cgroup.destroy().await?;
+        // Empty now (`run_in` waited for that); removing it need not delay the answer.
+        tokio::spawn(async move {
+            if let Err(e) = cgroup.destroy().await {
+                tracing::warn!(error = %e, "could not remove an exec cgroup");
+            }
+        });
         let mut r = result?;
         r.oom_killed = oom_killed;
         r.pids_exhausted = pids_exhausted;
         Ok(r)
+    }
+
+    /// The bwrap command for `argv` over `workspace`, and the descriptors it reads (kept open
+    /// by the caller until the child has started). `procs` are the cgroup files to join.
+    fn command(
+        &self,
+        workspace: &Path,
+        argv: &[&str],
+        procs: Vec<CString>,
+    ) -> io::Result<(tokio::process::Command, Vec<OwnedFd>)> {
+        let workspace = workspace
+            .to_str()
+            .ok_or_else(|| io::Error::other("workspace path is not UTF-8"))?;
+        let tmp = self.cfg.limits.tmp_bytes.to_string();
+        // Descriptor 3 is this argument list; 4.. are the data it refers to, in this order.
+        let [deny, clone3] = &self.filters;
+        let data = [
+            deny.as_slice(),
+            clone3,
+            PASSWD.as_bytes(),
+            GROUP.as_bytes(),
+            HOSTS.as_bytes(),
+        ];
+        let fd: Vec<String> = (0..=data.len())
+            .map(|i| (FIRST_FD + i as RawFd).to_string())
+            .collect();
+        #[rustfmt::skip]
+        let args: Vec<&str> = vec![
+            "--unshare-all", "--unshare-user", "--disable-userns",
+            "--die-with-parent", "--new-session",
+            "--uid", "1000", "--gid", "1000", "--hostname", "sandbox",
+            "--cap-drop", "ALL",
+            "--clearenv",
+            "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+            "--setenv", "HOME", HOME, "--setenv", "USER", "agent", "--setenv", "LOGNAME", "agent",
+            "--setenv", "LANG", "C.UTF-8", "--setenv", "TMPDIR", "/tmp",
+            "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+            "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
+            "--dir", "/etc",
+            "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+            "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
+            "--ro-bind-try", "/etc/localtime", "/etc/localtime",
+            "--ro-bind-try", "/etc/nsswitch.conf", "/etc/nsswitch.conf",
+            "--ro-bind-try", "/etc/ssl", "/etc/ssl",
+            "--ro-bind-data", &fd[3], "/etc/passwd",
+            "--ro-bind-data", &fd[4], "/etc/group",
+            "--ro-bind-data", &fd[5], "/etc/hosts",
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", &tmp, "--tmpfs", "/tmp",
+            "--size", &tmp, "--tmpfs", HOME,
+            "--bind", workspace, WORKSPACE,
+            "--chdir", HOME,
+            "--add-seccomp-fd", &fd[1], "--add-seccomp-fd", &fd[2],
+            // Last: everything above is in place before the root turns read-only.
+            "--remount-ro", "/",
+        ];
+        let mut arg_bytes = Vec::new();
+        for a in &args {
+            arg_bytes.extend_from_slice(a.as_bytes());
+            arg_bytes.push(0);
+        }
+        let mut fds = vec![memfd(&arg_bytes)?];
+        for d in data {
+            fds.push(memfd(d)?);
+        }
+        let mut cmd = tokio::process::Command::new(&self.cfg.bwrap);
+        // bwrap takes options only from the --args file; the command (the agent's own text,
+        // no host detail) stays on the command line.
+        cmd.arg("--args")
+            .arg(&fd[0])
+            .arg("--")
+            .args(argv)
+            .env_clear()
+            .kill_on_drop(true);
+        let setup = LauncherSetup {
+            procs,
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+            fds: fds.iter().map(AsRawFd::as_raw_fd).collect(),
+        };
+        // SAFETY: the closure runs between fork and exec in the child; `LauncherSetup::apply`
+        // makes only async-signal-safe syscalls on data prepared before the fork.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || setup.apply());
+        }
+        Ok((cmd, fds))
+    }
+
+    /// Runs `argv` directly under bwrap with the same flags, descriptors and uid as an exec,
+    /// but no cgroup, shell or output capture: the floor an exec is measured against.
+    pub async fn run_bare(
+        &self,
+        workspace: &Path,
+        argv: &[&str],
+    ) -> io::Result<std::process::ExitStatus> {
+        let (mut cmd, fds) = self.command(workspace, argv, Vec::new())?;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        drop(fds);
+        child.wait().await
     }
 
     async fn run_in(
@@ -223,159 +340,18 @@ impl Sandbox {
         cancel: &CancellationToken,
     ) -> io::Result<RunResult> {
         let limits = self.cfg.limits;
-        let fd = |i: usize| (FIRST_FD + i as RawFd).to_string();
-        // fds[0] is the argument list itself; the others are referenced from it.
-        let [deny, clone3] = &self.filters;
-        let data = [
-            deny.as_slice(),
-            clone3,
-            PASSWD.as_bytes(),
-            GROUP.as_bytes(),
-            HOSTS.as_bytes(),
-        ];
-        let mut fds = vec![];
-        let workspace = workspace
-            .to_str()
-            .ok_or_else(|| io::Error::other("workspace path is not UTF-8"))?;
-        let tmp_size = limits.tmp_bytes.to_string();
-        let mut args: Vec<&str> = vec![
-            "--unshare-all",
-            "--unshare-user",
-            "--disable-userns",
-            "--die-with-parent",
-            "--new-session",
-            "--uid",
-            "1000",
-            "--gid",
-            "1000",
-            "--hostname",
-            "sandbox",
-            "--cap-drop",
-            "ALL",
-            "--clearenv",
-            "--setenv",
-            "PATH",
-            "/usr/local/bin:/usr/bin:/bin",
-            "--setenv",
-            "HOME",
-            HOME,
-            "--setenv",
-            "USER",
-            "agent",
-            "--setenv",
-            "LOGNAME",
-            "agent",
-            "--setenv",
-            "LANG",
-            "C.UTF-8",
-            "--setenv",
-            "TMPDIR",
-            "/tmp",
-            "--ro-bind",
-            "/usr",
-            "/usr",
-            "--symlink",
-            "usr/bin",
-            "/bin",
-            "--symlink",
-            "usr/lib",
-            "/lib",
-            "--symlink",
-            "usr/lib64",
-            "/lib64",
-            "--symlink",
-            "usr/sbin",
-            "/sbin",
-            "--dir",
-            "/etc",
-            "--ro-bind-try",
-            "/etc/ld.so.cache",
-            "/etc/ld.so.cache",
-            "--ro-bind-try",
-            "/etc/alternatives",
-            "/etc/alternatives",
-            "--ro-bind-try",
-            "/etc/localtime",
-            "/etc/localtime",
-            "--ro-bind-try",
-            "/etc/nsswitch.conf",
-            "/etc/nsswitch.conf",
-            "--ro-bind-try",
-            "/etc/ssl",
-            "/etc/ssl",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--size",
-            &tmp_size,
-            "--tmpfs",
-            "/tmp",
-            "--size",
-            &tmp_size,
-            "--tmpfs",
-            HOME,
-            "--bind",
+        let (mut cmd, fds) = self.command(
             workspace,
-            WORKSPACE,
-            "--chdir",
-            HOME,
-        ];
-        let fd_names: Vec<String> = (1..=data.len()).map(fd).collect();
-        args.extend([
-            "--add-seccomp-fd",
-            &fd_names[0],
-            "--add-seccomp-fd",
-            &fd_names[1],
-        ]);
-        args.extend(["--ro-bind-data", &fd_names[2], "/etc/passwd"]);
-        args.extend(["--ro-bind-data", &fd_names[3], "/etc/group"]);
-        args.extend(["--ro-bind-data", &fd_names[4], "/etc/hosts"]);
-        // Last: everything above is in place before the root turns read-only.
-        args.extend(["--remount-ro", "/"]);
-        let mut arg_bytes = Vec::new();
-        for a in &args {
-            if a.contains('\0') {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "argument contains NUL",
-                ));
-            }
-            arg_bytes.extend_from_slice(a.as_bytes());
-            arg_bytes.push(0);
-        }
-        fds.push(memfd(&arg_bytes)?);
-        for d in data {
-            fds.push(memfd(d)?);
-        }
-
-        let mut cmd = tokio::process::Command::new(&self.cfg.bwrap);
-        // bwrap takes options only from the --args file; the command (the agent's own text,
-        // no host detail) stays on the command line.
-        cmd.arg("--args")
-            .arg(fd(0))
-            .args(["--", "/bin/bash", "-c", script])
-            .env_clear()
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let setup = LauncherSetup {
-            procs: cgroup.procs_files(),
-            uid: self.cfg.uid,
-            gid: self.cfg.gid,
-            fds: fds.iter().map(AsRawFd::as_raw_fd).collect(),
-        };
-        // SAFETY: the closure runs between fork and exec in the child; `LauncherSetup::apply`
-        // makes only async-signal-safe syscalls on data prepared before the fork.
-        #[allow(unsafe_code)]
-        unsafe {
-            cmd.pre_exec(move || setup.apply());
-        }
+            &["/bin/bash", "-c", script],
+            cgroup.procs_files(),
+        )?;
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let started = Instant::now();
         let mut child = cmd.spawn()?;
         drop(fds);

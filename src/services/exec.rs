@@ -167,6 +167,9 @@ impl Exec {
                 "command exceeds {MAX_COMMAND_BYTES} bytes"
             )));
         }
+        if req.command.contains('\0') {
+            return Err(Error::Unprocessable("command contains a NUL byte".into()));
+        }
         let stdin_bytes = req.stdin.as_ref().map_or(0, String::len);
         if stdin_bytes > MAX_STDIN_BYTES {
             return Err(Error::Unprocessable(format!(
@@ -284,7 +287,8 @@ impl Exec {
         let not_synced = self
             .sync_back(caller, ns, wc, &overlay, scan, completed)
             .await?;
-        drop(overlay);
+        // Unmounting the upper layer and removing its directory need not delay the answer.
+        tokio::task::spawn_blocking(move || drop(overlay));
 
         if run.outcome == Outcome::TimedOut {
             return Err(Error::Timeout(format!(

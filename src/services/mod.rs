@@ -94,7 +94,7 @@ pub struct Services {
     pub blobs: BlobStore,
     pub keys: Keys,
     pub files: Files,
-    pub exec: Exec,
+    pub exec: Arc<Exec>,
     pub events: Events,
     pub webhooks: Arc<Webhooks>,
     pub audit: Arc<Audit>,
@@ -119,14 +119,14 @@ impl Services {
         Self {
             keys: Keys::new(Arc::clone(&meta), secret, Arc::clone(&running)),
             files: Files::new(Arc::clone(&meta), blobs.clone(), Arc::clone(&locks)),
-            exec: Exec::new(
+            exec: Arc::new(Exec::new(
                 Arc::clone(&meta),
                 blobs.clone(),
                 locks,
                 Arc::clone(&running),
                 sandbox,
                 exec,
-            ),
+            )),
             events: Events::new(Arc::clone(&meta)),
             webhooks: Arc::new(Webhooks::new(Arc::clone(&meta), webhooks)),
             audit: Arc::new(Audit::new(Arc::clone(&meta))),

@@ -110,6 +110,7 @@ pub async fn run(
     meta: Arc<dyn MetaStore>,
     blobs: BlobStore,
     namespaces: Arc<crate::services::Namespaces>,
+    exec: Arc<crate::services::Exec>,
     settings: RetentionSettings,
     shutdown: CancellationToken,
 ) {
@@ -120,6 +121,10 @@ pub async fn run(
         {
             Ok(done) => {
                 for p in done {
+                    if let (Some(ws), Some(ns)) = (&p.workspace, &p.namespace) {
+                        // Its working copy on this host goes with it.
+                        exec.forget(ws, ns).await;
+                    }
                     tracing::info!(
                         workspace = ?p.workspace, namespace = ?p.namespace,
                         objects = p.objects, bytes = p.bytes, "purged a deleted namespace"
