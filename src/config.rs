@@ -111,6 +111,9 @@ pub struct ServeArgs {
     /// How long after its deletion a namespace's files and index are purged.
     #[arg(long, env = "WARREN_PURGE_AFTER", default_value = "30d", value_parser = parse_duration)]
     pub purge_after: Duration,
+    /// How long a snapshot is kept before the sweep deletes it.
+    #[arg(long, env = "WARREN_SNAPSHOT_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub snapshot_retention: Duration,
     #[command(flatten)]
     pub exec: ExecArgs,
 }
@@ -246,6 +249,7 @@ impl Config {
                 sweep_interval: args.sweep_interval,
                 orphan_grace: args.orphan_grace,
                 purge_after: args.purge_after,
+                snapshots: args.snapshot_retention,
             },
             exec,
         })

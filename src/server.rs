@@ -17,9 +17,9 @@ use crate::config::Config;
 use crate::db::MetaStore;
 use crate::db::sqlite::SqliteStore;
 use crate::ids::Micros;
-use crate::services::Services;
 use crate::services::auth::KeyRequest;
 use crate::services::retention::{self, RetentionSettings};
+use crate::services::{ServiceSettings, Services};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -35,9 +35,13 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: &Config) -> Result<Self, BoxError> {
+        Self::start_with_blobs(config, BlobStore::open(&config.storage_url)?).await
+    }
+
+    /// Starts on an already opened blob store (tests use this to inject storage faults).
+    pub async fn start_with_blobs(config: &Config, blobs: BlobStore) -> Result<Self, BoxError> {
         let db = Arc::new(open_database(&config.database_url).await?);
         let meta: Arc<dyn MetaStore> = db.clone();
-        let blobs = BlobStore::open(&config.storage_url)?;
         let secret = server_secret(config)?;
 
         let mut random = [0u8; 8];
@@ -52,11 +56,14 @@ impl Server {
         let services = Arc::new(Services::new(
             meta,
             blobs,
-            secret,
-            ws.clone(),
-            config.webhooks.clone(),
-            sandbox,
-            Some(&config.exec),
+            ServiceSettings {
+                secret,
+                default_workspace: ws.clone(),
+                webhooks: config.webhooks.clone(),
+                sandbox,
+                exec: Some(&config.exec),
+                snapshot_retention: config.retention.snapshots,
+            },
         ));
         let generated_admin_key = bootstrap_admin_key(config, &services, &ws).await?;
         services.namespaces.load().await?;
@@ -93,6 +100,7 @@ impl Server {
                 svc.blobs.clone(),
                 Arc::clone(&svc.namespaces),
                 Arc::clone(&svc.exec),
+                Arc::clone(&svc.snapshots),
                 self.retention.clone(),
                 token.clone(),
             )),

@@ -9,7 +9,7 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
-use warren_storage::{Namespace, NsPath, WorkspaceId};
+use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
 
 use crate::ids::{EventId, KeyId, Micros};
 
@@ -133,6 +133,8 @@ pub struct FileWrite {
 /// One change to a namespace's tree, as an exec's sync-back records it.
 #[derive(Debug, Clone)]
 pub enum TreeOp {
+    /// Remove every entry of the namespace.
+    Clear,
     /// Remove the entry at the path and everything below it.
     Delete(NsPath),
     /// Remove everything below the directory at the path, keeping it.
@@ -282,6 +284,20 @@ pub struct Swept {
     pub audit: u64,
 }
 
+/// A snapshot as catalogued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRecord {
+    pub id: SnapshotId,
+    pub workspace: WorkspaceId,
+    pub namespace: Namespace,
+    pub label: Option<String>,
+    pub size_bytes: u64,
+    pub file_count: u64,
+    pub key_id: Option<String>,
+    pub created_at: Micros,
+    pub expires_at: Micros,
+}
+
 /// A namespace with its usage, for operators.
 #[derive(Debug, Clone)]
 pub struct NamespaceUsage {
@@ -291,6 +307,8 @@ pub struct NamespaceUsage {
     pub bytes: u64,
     pub created_at: Micros,
     pub deleted_at: Option<Micros>,
+    pub snapshots: u64,
+    pub snapshot_bytes: u64,
     /// The newest event in the namespace, if the log still holds one.
     pub last_activity: Option<Micros>,
 }
@@ -410,6 +428,39 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Every entry of a namespace's tree, by path.
     async fn tree(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<Vec<Entry>>;
 
+    // --- snapshots ---
+
+    /// Catalogues a stored snapshot and appends its event. Fails with
+    /// [`Error::NamespaceDeleted`] if the namespace is deleted.
+    async fn insert_snapshot(&self, snap: &SnapshotRecord, event: &NewEvent) -> Result<()>;
+
+    /// A namespace's snapshots, newest first.
+    async fn list_snapshots(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        limit: u32,
+    ) -> Result<Vec<SnapshotRecord>>;
+
+    async fn get_snapshot(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        id: &SnapshotId,
+    ) -> Result<Option<SnapshotRecord>>;
+
+    /// Removes a snapshot from the catalogue and appends its event; false if there was none.
+    async fn delete_snapshot(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        id: &SnapshotId,
+        event: &NewEvent,
+    ) -> Result<bool>;
+
+    /// Up to `limit` snapshots whose expiry is at or before `now`, oldest expiry first.
+    async fn expired_snapshots(&self, now: Micros, limit: u32) -> Result<Vec<SnapshotRecord>>;
+
     // --- namespace lifecycle ---
 
     async fn list_namespaces(&self, ws: &WorkspaceId) -> Result<Vec<NamespaceUsage>>;
@@ -440,8 +491,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Every deleted or purging (not yet purged) namespace, with when it was deleted.
     async fn deleted_namespaces(&self) -> Result<Vec<(WorkspaceId, Namespace, Micros)>>;
 
-    /// Removes a purging namespace's index rows and marks it purged, appending `event` (the
-    /// proof); the caller has already removed its objects. False if it is not purging.
+    /// Removes a purging namespace's index rows and snapshot records and marks it purged,
+    /// appending `event` (the proof); the caller has already removed its objects. False if it
+    /// is not purging.
     async fn purge_namespace(
         &self,
         ws: &WorkspaceId,

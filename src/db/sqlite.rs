@@ -14,12 +14,12 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
-use warren_storage::{Namespace, NsPath, WorkspaceId};
+use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
 
 use super::{
     AttemptResult, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error, EventQuery,
     EventRecord, FileWrite, KeyRecord, MetaStore, NamespaceUsage, NewEvent, NewKey, Result, Scope,
-    Swept, TreeOp, Webhook,
+    SnapshotRecord, Swept, TreeOp, Webhook,
 };
 use crate::ids::{EventId, KeyId, Micros};
 
@@ -92,6 +92,20 @@ fn entry_from_row(row: &SqliteRow) -> Result<Entry> {
         mtime: Micros(row.try_get("mtime")?),
         sha256: row.try_get("sha256")?,
         target: row.try_get("target")?,
+    })
+}
+
+fn snapshot_from_row(row: &SqliteRow) -> Result<SnapshotRecord> {
+    Ok(SnapshotRecord {
+        id: SnapshotId::parse(row.try_get("id")?)?,
+        workspace: WorkspaceId::parse(row.try_get("workspace_id")?)?,
+        namespace: Namespace::parse(row.try_get("namespace")?)?,
+        label: row.try_get("label")?,
+        size_bytes: row.try_get::<i64, _>("size_bytes")? as u64,
+        file_count: row.try_get::<i64, _>("file_count")? as u64,
+        key_id: row.try_get("key_id")?,
+        created_at: Micros(row.try_get("created_at")?),
+        expires_at: Micros(row.try_get("expires_at")?),
     })
 }
 
@@ -639,6 +653,13 @@ impl MetaStore for SqliteStore {
         };
         for op in ops {
             match op {
+                TreeOp::Clear => {
+                    sqlx::query("DELETE FROM files WHERE workspace_id = ? AND namespace = ?")
+                        .bind(ws.as_str())
+                        .bind(ns.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 TreeOp::Delete(p) => delete_subtree(&mut tx, ws, ns, p, true).await?,
                 TreeOp::DeleteBelow(p) => delete_subtree(&mut tx, ws, ns, p, false).await?,
                 TreeOp::Dir(p, mtime) => {
@@ -720,7 +741,11 @@ impl MetaStore for SqliteStore {
                (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.workspace_id = n.workspace_id
                   AND f.namespace = n.name AND f.kind = 'file') AS bytes,
                (SELECT MAX(created_at) FROM events e WHERE e.workspace_id = n.workspace_id
-                  AND e.namespace = n.name) AS last_activity
+                  AND e.namespace = n.name) AS last_activity,
+               (SELECT COUNT(*) FROM snapshots s WHERE s.workspace_id = n.workspace_id
+                  AND s.namespace = n.name) AS snapshots,
+               (SELECT COALESCE(SUM(size_bytes), 0) FROM snapshots s
+                  WHERE s.workspace_id = n.workspace_id AND s.namespace = n.name) AS snapshot_bytes
              FROM namespaces n WHERE n.workspace_id = ? AND n.state <> 'purged' ORDER BY n.name",
         )
         .bind(ws.as_str())
@@ -735,6 +760,8 @@ impl MetaStore for SqliteStore {
                     bytes: r.try_get::<i64, _>("bytes")? as u64,
                     created_at: Micros(r.try_get("created_at")?),
                     deleted_at: r.try_get::<Option<i64>, _>("deleted_at")?.map(Micros),
+                    snapshots: r.try_get::<i64, _>("snapshots")? as u64,
+                    snapshot_bytes: r.try_get::<i64, _>("snapshot_bytes")? as u64,
                     last_activity: r.try_get::<Option<i64>, _>("last_activity")?.map(Micros),
                 })
             })
@@ -839,14 +866,133 @@ impl MetaStore for SqliteStore {
         if done == 0 {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM files WHERE workspace_id = ? AND namespace = ?")
+        for table in ["files", "snapshots"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE workspace_id = ? AND namespace = ?"
+            ))
             .bind(ws.as_str())
             .bind(ns.as_str())
             .execute(&mut *tx)
             .await?;
+        }
         append_event(&mut tx, event).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn insert_snapshot(&self, snap: &SnapshotRecord, event: &NewEvent) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        // The namespace exists from its first snapshot on (it may hold no file yet); a deleted
+        // one takes no snapshot.
+        sqlx::query(
+            "INSERT INTO namespaces (workspace_id, name, generation, created_at) VALUES (?, ?, 0, ?)
+             ON CONFLICT (workspace_id, name) DO UPDATE SET
+               state = 'active', deleted_at = NULL, purged_at = NULL
+             WHERE state = 'purged'",
+        )
+        .bind(snap.workspace.as_str())
+        .bind(snap.namespace.as_str())
+        .bind(snap.created_at.0)
+        .execute(&mut *tx)
+        .await?;
+        let state: String =
+            sqlx::query_scalar("SELECT state FROM namespaces WHERE workspace_id = ? AND name = ?")
+                .bind(snap.workspace.as_str())
+                .bind(snap.namespace.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+        if state != "active" {
+            return Err(Error::NamespaceDeleted(snap.namespace.to_string()));
+        }
+        sqlx::query(
+            "INSERT INTO snapshots (id, workspace_id, namespace, label, size_bytes, file_count,
+               key_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(snap.id.as_str())
+        .bind(snap.workspace.as_str())
+        .bind(snap.namespace.as_str())
+        .bind(&snap.label)
+        .bind(snap.size_bytes as i64)
+        .bind(snap.file_count as i64)
+        .bind(&snap.key_id)
+        .bind(snap.created_at.0)
+        .bind(snap.expires_at.0)
+        .execute(&mut *tx)
+        .await?;
+        append_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_snapshots(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        limit: u32,
+    ) -> Result<Vec<SnapshotRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM snapshots WHERE workspace_id = ? AND namespace = ?
+             ORDER BY created_at DESC, id DESC LIMIT ?",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(snapshot_from_row).collect()
+    }
+
+    async fn get_snapshot(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        id: &SnapshotId,
+    ) -> Result<Option<SnapshotRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM snapshots WHERE id = ? AND workspace_id = ? AND namespace = ?",
+        )
+        .bind(id.as_str())
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(snapshot_from_row).transpose()
+    }
+
+    async fn delete_snapshot(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        id: &SnapshotId,
+        event: &NewEvent,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let n = sqlx::query(
+            "DELETE FROM snapshots WHERE id = ? AND workspace_id = ? AND namespace = ?",
+        )
+        .bind(id.as_str())
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        append_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn expired_snapshots(&self, now: Micros, limit: u32) -> Result<Vec<SnapshotRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM snapshots WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+        )
+        .bind(now.0)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(snapshot_from_row).collect()
     }
 
     async fn begin_purge(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<bool> {

@@ -59,6 +59,12 @@ fn operation(method: &Method, route: &str) -> &'static str {
     match (method.as_str(), route) {
         ("POST", "/write") => "write",
         ("POST", "/v1/exec" | "/exec") => "exec",
+        ("POST", "/v1/snapshots") => "snapshot.create",
+        ("GET", "/v1/snapshots") => "snapshot.list",
+        ("POST", "/v1/snapshots/import") => "snapshot.import",
+        ("POST", "/v1/snapshots/{id}/restore") => "snapshot.restore",
+        ("DELETE", "/v1/snapshots/{id}") => "snapshot.delete",
+        ("GET", "/v1/snapshots/{id}/download") => "snapshot.download",
         ("PUT", _) => "upload",
         ("GET", "/files/{*path}" | "/files/") => "download",
         ("POST", "/delete") => "delete",

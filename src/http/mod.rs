@@ -9,6 +9,7 @@ mod extract;
 mod files;
 mod keys;
 mod namespaces;
+mod snapshots;
 mod webhooks;
 
 use std::sync::Arc;
@@ -71,9 +72,20 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The runtime routes (files and exec; later snapshots): every call is audited.
+/// The runtime routes (files, exec and snapshots): every call is audited.
 fn runtime(state: AppState) -> Router<AppState> {
     Router::new()
+        .route(
+            "/v1/snapshots",
+            post(snapshots::create).get(snapshots::list),
+        )
+        .route(
+            "/v1/snapshots/import",
+            post(snapshots::import).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/snapshots/{id}", delete(snapshots::delete))
+        .route("/v1/snapshots/{id}/restore", post(snapshots::restore))
+        .route("/v1/snapshots/{id}/download", get(snapshots::download))
         .route(
             "/v1/exec",
             post(exec::exec).layer(DefaultBodyLimit::max(exec::EXEC_BODY_LIMIT)),

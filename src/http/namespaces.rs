@@ -22,6 +22,8 @@ pub async fn list(
                 "state": n.state,
                 "file_count": n.files,
                 "bytes": n.bytes,
+                "snapshot_count": n.snapshots,
+                "snapshot_bytes": n.snapshot_bytes,
                 "created_at": n.created_at.to_rfc3339(),
                 "last_activity_at": n.last_activity.map(|t| t.to_rfc3339()),
                 "deleted_at": n.deleted_at.map(|t| t.to_rfc3339()),

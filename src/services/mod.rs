@@ -14,6 +14,7 @@ pub mod namespaces;
 pub mod reindex;
 pub mod retention;
 mod running;
+pub mod snapshots;
 mod tree_lock;
 pub mod webhooks;
 
@@ -32,6 +33,7 @@ pub use events::Events;
 pub use exec::Exec;
 pub use files::Files;
 pub use namespaces::Namespaces;
+pub use snapshots::Snapshots;
 pub use webhooks::Webhooks;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +97,7 @@ pub struct Services {
     pub keys: Keys,
     pub files: Files,
     pub exec: Arc<Exec>,
+    pub snapshots: Arc<Snapshots>,
     pub events: Events,
     pub webhooks: Arc<Webhooks>,
     pub audit: Arc<Audit>,
@@ -104,21 +107,38 @@ pub struct Services {
     pub shutdown: CancellationToken,
 }
 
+/// What the services are built from, besides the stores.
+pub struct ServiceSettings<'a> {
+    pub secret: [u8; 32],
+    pub default_workspace: WorkspaceId,
+    pub webhooks: webhooks::WebhookSettings,
+    /// The host's sandbox, or why there is none (exec then answers 503).
+    pub sandbox: std::result::Result<warren_exec::Sandbox, String>,
+    pub exec: Option<&'a exec::ExecSettings>,
+    pub snapshot_retention: std::time::Duration,
+}
+
 impl Services {
-    pub fn new(
-        meta: Arc<dyn MetaStore>,
-        blobs: BlobStore,
-        secret: [u8; 32],
-        default_workspace: WorkspaceId,
-        webhooks: webhooks::WebhookSettings,
-        sandbox: std::result::Result<warren_exec::Sandbox, String>,
-        exec: Option<&exec::ExecSettings>,
-    ) -> Self {
+    pub fn new(meta: Arc<dyn MetaStore>, blobs: BlobStore, settings: ServiceSettings<'_>) -> Self {
+        let ServiceSettings {
+            secret,
+            default_workspace,
+            webhooks,
+            sandbox,
+            exec,
+            snapshot_retention,
+        } = settings;
         let locks = Arc::new(tree_lock::TreeLocks::default());
         let running = Arc::new(running::Running::default());
         Self {
             keys: Keys::new(Arc::clone(&meta), secret, Arc::clone(&running)),
             files: Files::new(Arc::clone(&meta), blobs.clone(), Arc::clone(&locks)),
+            snapshots: Arc::new(Snapshots::new(
+                Arc::clone(&meta),
+                blobs.clone(),
+                Arc::clone(&locks),
+                snapshot_retention,
+            )),
             exec: Arc::new(Exec::new(
                 Arc::clone(&meta),
                 blobs.clone(),

@@ -31,8 +31,11 @@ pub struct Namespaces {
 pub struct Purged {
     pub workspace: Option<WorkspaceId>,
     pub namespace: Option<Namespace>,
+    /// Objects removed, files and snapshots together, and their bytes.
     pub objects: u64,
     pub bytes: u64,
+    /// Of those, snapshot archives.
+    pub snapshot_objects: u64,
 }
 
 impl Namespaces {
@@ -164,13 +167,22 @@ impl Namespaces {
                     Err(ListError::Store(e)) => return Err(e.into()),
                 }
             }
+            let mut snapshots = blobs.list_snapshots(&ws, &ns);
+            while let Some(item) = snapshots.next().await {
+                let (key, size) = item?;
+                blobs.delete_listed(&key).await?;
+                purged.snapshot_objects += 1;
+                purged.objects += 1;
+                purged.bytes += size;
+            }
             let ev = event(
                 None,
                 "namespace.purged",
                 &ws,
                 Some(&ns),
                 json!({ "namespace": ns.as_str(), "objects": purged.objects,
-                        "bytes": purged.bytes, "deleted_at": deleted_at.to_rfc3339() }),
+                        "bytes": purged.bytes, "snapshots": purged.snapshot_objects,
+                        "deleted_at": deleted_at.to_rfc3339() }),
             );
             if self.meta.purge_namespace(&ws, &ns, &ev).await? {
                 self.deleted.write().unwrap().remove(&(ws, ns));

@@ -23,6 +23,8 @@ pub struct RetentionSettings {
     pub orphan_grace: Duration,
     /// A deleted namespace is purged this long after its deletion.
     pub purge_after: Duration,
+    /// How long a snapshot is kept.
+    pub snapshots: Duration,
 }
 
 impl Default for RetentionSettings {
@@ -32,6 +34,7 @@ impl Default for RetentionSettings {
             sweep_interval: Duration::from_secs(3600),
             orphan_grace: Duration::from_secs(3600),
             purge_after: Duration::from_secs(30 * 86_400),
+            snapshots: Duration::from_secs(90 * 86_400),
         }
     }
 }
@@ -111,6 +114,7 @@ pub async fn run(
     blobs: BlobStore,
     namespaces: Arc<crate::services::Namespaces>,
     exec: Arc<crate::services::Exec>,
+    snapshots: Arc<crate::services::Snapshots>,
     settings: RetentionSettings,
     shutdown: CancellationToken,
 ) {
@@ -132,6 +136,11 @@ pub async fn run(
                 }
             }
             Err(e) => tracing::warn!(error = %e, "namespace purge failed"),
+        }
+        match snapshots.sweep_expired(Micros::now()).await {
+            Ok(n) if n > 0 => tracing::info!(snapshots = n, "removed expired snapshots"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "snapshot expiry sweep failed"),
         }
         match sweep_orphans(&*meta, &blobs, settings.orphan_grace, Micros::now(), false).await {
             Ok(r) if r.orphans > 0 => tracing::info!(

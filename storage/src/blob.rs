@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::layout::Layout;
-use crate::names::{Namespace, NsPath, WorkspaceId};
+use crate::names::{Namespace, NsPath, SnapshotId, WorkspaceId};
 
 /// Size of one multipart part. Uploads smaller than this are sent as a single PUT; S3 needs
 /// parts of at least 5 MiB.
@@ -125,13 +125,113 @@ impl BlobStore {
 
     /// Starts a streamed write. Nothing is visible at the key until [`BlobWriter::finish`].
     pub fn writer(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> BlobWriter {
-        let key = self.layout.file_key(ws, ns, path);
+        self.writer_at(self.layout.file_key(ws, ns, path))
+    }
+
+    fn writer_at(&self, key: Path) -> BlobWriter {
         BlobWriter {
             inner: BufWriter::with_capacity(Arc::clone(&self.store), key, PART_SIZE)
                 .with_max_concurrency(PART_CONCURRENCY),
             hasher: Sha256::new(),
             size: 0,
         }
+    }
+
+    async fn read_at(&self, key: &Path) -> Result<Blob> {
+        let got = self.store.get(key).await?;
+        let size = got.meta.size;
+        let stream = got.into_stream().map(|r| r.map_err(Error::from)).boxed();
+        Ok(Blob { size, stream })
+    }
+
+    async fn delete_at(&self, key: &Path) -> Result<()> {
+        match self.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Starts writing a snapshot archive.
+    pub fn snapshot_writer(&self, ws: &WorkspaceId, ns: &Namespace, id: &SnapshotId) -> BlobWriter {
+        self.writer_at(self.layout.snapshot_key(ws, ns, id))
+    }
+
+    pub async fn read_snapshot(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        id: &SnapshotId,
+    ) -> Result<Blob> {
+        self.read_at(&self.layout.snapshot_key(ws, ns, id)).await
+    }
+
+    /// Deletes a snapshot archive (idempotent).
+    pub async fn delete_snapshot(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        id: &SnapshotId,
+    ) -> Result<()> {
+        self.delete_at(&self.layout.snapshot_key(ws, ns, id)).await
+    }
+
+    /// Every snapshot object of a namespace, with its size (for the purge).
+    pub fn list_snapshots(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+    ) -> BoxStream<'static, Result<(Path, u64)>> {
+        self.store
+            .list(Some(&self.layout.namespace_snapshots_prefix(ws, ns)))
+            .map(|r| r.map(|m| (m.location, m.size)).map_err(Error::from))
+            .boxed()
+    }
+
+    /// Deletes one object found by [`BlobStore::list_snapshots`].
+    pub async fn delete_listed(&self, key: &Path) -> Result<()> {
+        self.delete_at(key).await
+    }
+
+    /// Starts writing a restored file into a staging area.
+    pub fn staged_writer(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        stage: &str,
+        path: &NsPath,
+    ) -> BlobWriter {
+        self.writer_at(self.layout.stage_key(ws, ns, stage, "new", path))
+    }
+
+    /// Moves a live file aside into the staging area (`old`), or a staged file (`new`) into
+    /// place, or (`undo`) an old one back. A rename where the backend has one (local
+    /// filesystem), copy and delete otherwise (S3).
+    pub async fn stage_move(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        stage: &str,
+        path: &NsPath,
+        step: StageStep,
+    ) -> Result<()> {
+        let live = self.layout.file_key(ws, ns, path);
+        let (from, to) = match step {
+            StageStep::SetAside => (live, self.layout.stage_key(ws, ns, stage, "old", path)),
+            StageStep::Publish => (self.layout.stage_key(ws, ns, stage, "new", path), live),
+            StageStep::PutBack => (self.layout.stage_key(ws, ns, stage, "old", path), live),
+        };
+        self.store.rename(&from, &to).await?;
+        Ok(())
+    }
+
+    /// Deletes a staging area and everything in it.
+    pub async fn delete_stage(&self, ws: &WorkspaceId, ns: &Namespace, stage: &str) -> Result<()> {
+        let prefix = self.layout.stage_prefix(ws, ns, stage);
+        let mut listing = self.store.list(Some(&prefix));
+        while let Some(meta) = listing.next().await {
+            self.delete_at(&meta?.location).await?;
+        }
+        Ok(())
     }
 
     /// Writes a whole object from memory.
@@ -271,6 +371,14 @@ impl BlobStore {
             })
             .boxed()
     }
+}
+
+/// One move of a restore (see [`BlobStore::stage_move`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageStep {
+    SetAside,
+    Publish,
+    PutBack,
 }
 
 /// A live file object of some namespace, as found in storage.

@@ -1,13 +1,15 @@
 //! The object key layout. The only place that turns names into object keys.
 //!
 //! Live files sit at natural keys, `<root>/ws/<ws>/ns/<ns>/files/<path>`, so an operator can
-//! browse or back up one namespace with ordinary S3 tools. Each path component is
+//! browse or back up one namespace with ordinary S3 tools. Snapshots sit apart, at
+//! `<root>/snapshots/ws/<ws>/ns/<ns>/<id>.tar.gz`, so one lifecycle rule on `<root>/snapshots/`
+//! backs their retention. A restore stages its files under `<root>/ws/<ws>/ns/<ns>/stage/<id>/`. Each path component is
 //! percent-encoded by `object_store`'s `PathPart` where it holds characters that some backends
 //! reserve (`#`, `%`, `\`, `*`, …); ordinary names are stored as they are.
 
 use object_store::path::{Path, PathPart};
 
-use crate::names::{Namespace, NsPath, WorkspaceId};
+use crate::names::{Namespace, NsPath, SnapshotId, WorkspaceId};
 
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -35,6 +37,47 @@ impl Layout {
 
     pub fn file_key(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> Path {
         let mut key = self.files_prefix(ws, ns);
+        for part in path.components() {
+            key = key.child(PathPart::from(part));
+        }
+        key
+    }
+
+    /// `<root>/snapshots`: the prefix of every snapshot (the lifecycle rule's prefix).
+    pub fn snapshots_prefix(&self) -> Path {
+        self.root.child("snapshots")
+    }
+
+    /// `<root>/snapshots/ws/<ws>/ns/<ns>`: a namespace's snapshots.
+    pub fn namespace_snapshots_prefix(&self, ws: &WorkspaceId, ns: &Namespace) -> Path {
+        self.snapshots_prefix()
+            .child("ws")
+            .child(ws.as_str())
+            .child("ns")
+            .child(ns.as_str())
+    }
+
+    pub fn snapshot_key(&self, ws: &WorkspaceId, ns: &Namespace, id: &SnapshotId) -> Path {
+        self.namespace_snapshots_prefix(ws, ns)
+            .child(format!("{id}.tar.gz").as_str())
+    }
+
+    /// `<root>/ws/<ws>/ns/<ns>/stage/<stage>`: one restore's staging area.
+    pub fn stage_prefix(&self, ws: &WorkspaceId, ns: &Namespace, stage: &str) -> Path {
+        self.namespace_prefix(ws, ns).child("stage").child(stage)
+    }
+
+    /// A file in a staging area: `side` is `new` (the restored file) or `old` (the live file
+    /// it displaces, kept until the restore commits).
+    pub fn stage_key(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        stage: &str,
+        side: &str,
+        path: &NsPath,
+    ) -> Path {
+        let mut key = self.stage_prefix(ws, ns, stage).child(side);
         for part in path.components() {
             key = key.child(PathPart::from(part));
         }

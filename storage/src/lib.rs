@@ -5,9 +5,10 @@
 //! validated `(WorkspaceId, Namespace, NsPath)`, and [`NsPath`] is the one path validator shared
 //! by every caller.
 
+pub mod archive;
 pub mod blob;
 pub mod layout;
 pub mod names;
 
-pub use blob::{Blob, BlobStore, BlobWriter, Error, Written};
-pub use names::{MAX_PATH_BYTES, NameError, Namespace, NsPath, WorkspaceId};
+pub use blob::{Blob, BlobStore, BlobWriter, Error, StageStep, Written};
+pub use names::{MAX_PATH_BYTES, NameError, Namespace, NsPath, SnapshotId, WorkspaceId};

@@ -37,6 +37,8 @@ pub enum NameError {
     Namespace(String),
     #[error("invalid workspace id {0:?}")]
     Workspace(String),
+    #[error("invalid snapshot id {0:?}")]
+    Snapshot(String),
 }
 
 /// A workspace id: `ws-` followed by 16 lowercase hex digits.
@@ -69,6 +71,41 @@ impl WorkspaceId {
 }
 
 impl fmt::Display for WorkspaceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A snapshot id: `snap-` and 16 lowercase hex digits. Minted by Warren; parsed from URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SnapshotId(String);
+
+impl SnapshotId {
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let ok = s.len() == 21
+            && s.starts_with("snap-")
+            && s[5..]
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::Snapshot(s.to_owned()))
+        }
+    }
+
+    /// A new random id, from 8 bytes of the caller's randomness.
+    pub fn from_random(bytes: [u8; 8]) -> Self {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Self(format!("snap-{hex}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SnapshotId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }

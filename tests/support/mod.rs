@@ -60,7 +60,18 @@ impl TestServer {
 
     /// Starts on `dir` (kept for the server's life) with a config derived from it.
     pub async fn start_with(dir: tempfile::TempDir, make: impl Fn(&Path) -> Config) -> Self {
-        let server = Server::start(&make(dir.path())).await.unwrap();
+        let config = make(dir.path());
+        let blobs = warren_storage::BlobStore::open(&config.storage_url).unwrap();
+        Self::start_with_blobs(dir, config, blobs).await
+    }
+
+    /// Starts on a given blob store (to inject storage faults).
+    pub async fn start_with_blobs(
+        dir: tempfile::TempDir,
+        config: Config,
+        blobs: warren_storage::BlobStore,
+    ) -> Self {
+        let server = Server::start_with_blobs(&config, blobs).await.unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
         let services = Arc::clone(&server.services);
         let (tx, rx) = oneshot::channel::<()>();
@@ -214,6 +225,13 @@ impl Client {
 
     pub async fn delete(&self, path: &str) -> Resp {
         self.send(self.request(Method::DELETE, path)).await
+    }
+
+    /// The raw body of a GET.
+    pub async fn download_raw(&self, path: &str) -> Vec<u8> {
+        let r = self.send(self.request(Method::GET, path)).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.json);
+        r.bytes
     }
 
     /// Runs a command through `POST /v1/exec`.
