@@ -129,8 +129,13 @@ async fn the_purge_removes_files_and_records_a_proof() {
     let alice = srv.agent("alice").await;
     alice.write("a.txt", "hello").await;
     alice.upload("d/b.bin", vec![1u8; 100]).await;
+    let snap = alice.post("/v1/snapshots", json!({ "label": "s" })).await;
+    assert_eq!(snap.status, StatusCode::CREATED);
+    let snap_bytes = snap.json["size_bytes"].as_u64().unwrap();
     let bob = srv.agent("bob").await;
     bob.write("keep.txt", "bob's").await;
+    let usage = listed(&srv, "alice").await.unwrap();
+    assert_eq!((usage["snapshot_count"].as_u64(), usage["snapshot_bytes"].as_u64()), (Some(1), Some(snap_bytes)));
     assert_eq!(
         srv.admin().delete(&url(&srv, "/alice")).await.status,
         StatusCode::OK
@@ -152,9 +157,12 @@ async fn the_purge_removes_files_and_records_a_proof() {
         .await
         .unwrap();
     assert_eq!(purged.len(), 1);
-    assert_eq!((purged[0].objects, purged[0].bytes), (2, 105));
+    assert_eq!(
+        (purged[0].objects, purged[0].bytes, purged[0].snapshot_objects),
+        (3, 105 + snap_bytes, 1)
+    );
 
-    // The bytes are gone from storage; the other tenant is untouched.
+    // The bytes are gone from storage, snapshots included; the other tenant is untouched.
     let root = srv.dir.path().join("objects");
     let left: Vec<String> = support::walk(&root)
         .iter()
@@ -179,8 +187,9 @@ async fn the_purge_removes_files_and_records_a_proof() {
         .await;
     let proof = &feed.json["events"][0];
     assert_eq!(proof["namespace"], "alice");
-    assert_eq!(proof["data"]["objects"], 2);
-    assert_eq!(proof["data"]["bytes"], 105);
+    assert_eq!(proof["data"]["objects"], 3);
+    assert_eq!(proof["data"]["snapshots"], 1);
+    assert_eq!(proof["data"]["bytes"], 105 + snap_bytes);
     assert!(proof["data"]["deleted_at"].as_str().unwrap().ends_with('Z'));
 
     assert!(listed(&srv, "alice").await.is_none());
