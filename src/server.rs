@@ -35,6 +35,22 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: &Config) -> Result<Self, BoxError> {
+        if let Some((bucket, root)) = warren_storage::bucket::s3_location(&config.storage_url) {
+            let client = warren_storage::bucket::client().await;
+            let report = warren_storage::bucket::ensure_bucket(
+                &client,
+                &bucket,
+                &root,
+                config.retention.snapshots,
+            )
+            .await?;
+            tracing::info!(
+                bucket,
+                created = report.created,
+                snapshot_expiry_days = report.snapshot_expiry_days,
+                "bucket ready, lifecycle rules installed"
+            );
+        }
         Self::start_with_blobs(config, BlobStore::open(&config.storage_url)?).await
     }
 

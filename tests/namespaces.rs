@@ -135,7 +135,13 @@ async fn the_purge_removes_files_and_records_a_proof() {
     let bob = srv.agent("bob").await;
     bob.write("keep.txt", "bob's").await;
     let usage = listed(&srv, "alice").await.unwrap();
-    assert_eq!((usage["snapshot_count"].as_u64(), usage["snapshot_bytes"].as_u64()), (Some(1), Some(snap_bytes)));
+    assert_eq!(
+        (
+            usage["snapshot_count"].as_u64(),
+            usage["snapshot_bytes"].as_u64()
+        ),
+        (Some(1), Some(snap_bytes))
+    );
     assert_eq!(
         srv.admin().delete(&url(&srv, "/alice")).await.status,
         StatusCode::OK
@@ -158,7 +164,11 @@ async fn the_purge_removes_files_and_records_a_proof() {
         .unwrap();
     assert_eq!(purged.len(), 1);
     assert_eq!(
-        (purged[0].objects, purged[0].bytes, purged[0].snapshot_objects),
+        (
+            purged[0].objects,
+            purged[0].bytes,
+            purged[0].snapshot_objects
+        ),
         (3, 105 + snap_bytes, 1)
     );
 

@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod blob;
+pub mod bucket;
 pub mod layout;
 pub mod names;
 

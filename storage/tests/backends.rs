@@ -183,6 +183,96 @@ async fn list_is_per_namespace_and_decodes_names(f: Fixture) {
     );
 }
 
+/// A namespace packed into a snapshot archive and unpacked into a staging area, then moved
+/// into place: bytes, modes, links and empty directories survive; staging leaves nothing.
+async fn snapshot_archive_round_trip(f: Fixture) {
+    use warren_storage::archive::{self, ArchiveEntry, ArchiveKind, UnpackLimits};
+    use warren_storage::{SnapshotId, StageStep};
+    let a = ns("snap");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    f.store
+        .put(&f.ws, &a, &p("d/big.bin"), Bytes::from(big.clone()))
+        .await
+        .unwrap();
+    f.store
+        .put(&f.ws, &a, &p("run.sh"), Bytes::from_static(b"#!/bin/sh\n"))
+        .await
+        .unwrap();
+    let entry = |path: &str, kind, mode, target: Option<&str>| ArchiveEntry {
+        path: p(path),
+        kind,
+        mode,
+        mtime_secs: 1_700_000_000,
+        target: target.map(str::to_owned),
+    };
+    let entries = vec![
+        entry("d", ArchiveKind::Dir, 0o755, None),
+        entry("d/big.bin", ArchiveKind::File, 0o644, None),
+        entry("empty", ArchiveKind::Dir, 0o755, None),
+        entry("link", ArchiveKind::Symlink, 0o777, Some("d/big.bin")),
+        entry("run.sh", ArchiveKind::File, 0o755, None),
+    ];
+    let id = SnapshotId::parse("snap-00000000000000aa").unwrap();
+    let sink = f.store.snapshot_writer(&f.ws, &a, &id);
+    let written = archive::pack(&f.store, &f.ws, &a, entries.clone(), 6, sink)
+        .await
+        .unwrap();
+    assert!(
+        written.size > 0 && written.size < 3_000_000,
+        "compressed: {}",
+        written.size
+    );
+
+    let blob = f.store.read_snapshot(&f.ws, &a, &id).await.unwrap();
+    let (store, ws, n) = (f.store.clone(), f.ws.clone(), a.clone());
+    let unpacked = archive::unpack(
+        blob,
+        Some(move |path: &NsPath| store.staged_writer(&ws, &n, "st1", path)),
+        UnpackLimits {
+            max_entries: 100,
+            max_file_bytes: 10_000_000,
+        },
+    )
+    .await
+    .unwrap();
+    let got: Vec<ArchiveEntry> = unpacked.iter().map(|u| u.entry.clone()).collect();
+    assert_eq!(got, entries);
+    let big_written = unpacked[1].written.as_ref().unwrap();
+    assert_eq!(big_written.size, big.len() as u64);
+
+    f.store.delete(&f.ws, &a, &p("d/big.bin")).await.unwrap();
+    f.store
+        .stage_move(&f.ws, &a, "st1", &p("d/big.bin"), StageStep::Publish)
+        .await
+        .unwrap();
+    assert_eq!(read_all(&f, &a, &p("d/big.bin")).await.unwrap(), big);
+    f.store
+        .stage_move(&f.ws, &a, "st1", &p("run.sh"), StageStep::SetAside)
+        .await
+        .unwrap();
+    assert!(matches!(
+        read_all(&f, &a, &p("run.sh")).await,
+        Err(Error::NotFound)
+    ));
+    f.store
+        .stage_move(&f.ws, &a, "st1", &p("run.sh"), StageStep::PutBack)
+        .await
+        .unwrap();
+    assert_eq!(
+        read_all(&f, &a, &p("run.sh")).await.unwrap(),
+        b"#!/bin/sh\n"
+    );
+    f.store.delete_stage(&f.ws, &a, "st1").await.unwrap();
+    let listed: Vec<_> = f.store.list(&f.ws, &a).try_collect().await.unwrap();
+    assert_eq!(
+        listed.len(),
+        2,
+        "staging is not part of the namespace's files"
+    );
+    f.store.delete_snapshot(&f.ws, &a, &id).await.unwrap();
+    assert!(f.store.read_snapshot(&f.ws, &a, &id).await.is_err());
+}
+
 macro_rules! backends {
     ($($backend:ident),*) => {
         $(mod $backend {
@@ -200,6 +290,7 @@ macro_rules! backends {
             case!(streamed_multipart_write);
             case!(aborted_write_leaves_nothing);
             case!(list_is_per_namespace_and_decodes_names);
+            case!(snapshot_archive_round_trip);
         })*
     };
 }
@@ -207,3 +298,102 @@ macro_rules! backends {
 backends!(memory, local);
 #[cfg(feature = "s3-tests")]
 backends!(s3);
+
+/// Bucket administration against the S3 emulator: a missing bucket is created, the lifecycle
+/// rules are installed next to the operator's own, and a second run changes nothing.
+#[cfg(feature = "s3-tests")]
+mod s3_bucket {
+    use std::time::Duration;
+    use warren_storage::bucket::{self, MULTIPART_RULE, SNAPSHOT_RULE};
+
+    #[tokio::test]
+    async fn creates_the_bucket_and_installs_lifecycle_rules() {
+        let client = bucket::client().await;
+        let name = format!(
+            "warren-setup-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let report = bucket::ensure_bucket(&client, &name, "pre", Duration::from_secs(90 * 86_400))
+            .await
+            .unwrap();
+        assert!(report.created);
+        assert_eq!(report.snapshot_expiry_days, 97);
+        client.head_bucket().bucket(&name).send().await.unwrap();
+
+        // The operator adds a rule of their own; Warren's setup keeps it.
+        let mut rules = client
+            .get_bucket_lifecycle_configuration()
+            .bucket(&name)
+            .send()
+            .await
+            .unwrap()
+            .rules
+            .unwrap_or_default();
+        rules.push(
+            aws_sdk_s3::types::LifecycleRule::builder()
+                .id("operator-logs")
+                .status(aws_sdk_s3::types::ExpirationStatus::Enabled)
+                .filter(
+                    aws_sdk_s3::types::LifecycleRuleFilter::builder()
+                        .prefix("logs/")
+                        .build(),
+                )
+                .expiration(
+                    aws_sdk_s3::types::LifecycleExpiration::builder()
+                        .days(3)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        );
+        client
+            .put_bucket_lifecycle_configuration()
+            .bucket(&name)
+            .lifecycle_configuration(
+                aws_sdk_s3::types::BucketLifecycleConfiguration::builder()
+                    .set_rules(Some(rules))
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let again = bucket::ensure_bucket(&client, &name, "pre", Duration::from_secs(10 * 86_400))
+            .await
+            .unwrap();
+        assert!(!again.created);
+
+        let rules = client
+            .get_bucket_lifecycle_configuration()
+            .bucket(&name)
+            .send()
+            .await
+            .unwrap()
+            .rules
+            .unwrap_or_default();
+        let ids: Vec<&str> = rules.iter().filter_map(|r| r.id()).collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        let snap = rules
+            .iter()
+            .find(|r| r.id() == Some(SNAPSHOT_RULE))
+            .unwrap();
+        assert_eq!(
+            snap.filter().and_then(|f| f.prefix()),
+            Some("pre/snapshots/")
+        );
+        assert_eq!(snap.expiration().and_then(|e| e.days()), Some(17));
+        let mp = rules
+            .iter()
+            .find(|r| r.id() == Some(MULTIPART_RULE))
+            .unwrap();
+        assert_eq!(
+            mp.abort_incomplete_multipart_upload()
+                .and_then(|a| a.days_after_initiation()),
+            Some(1)
+        );
+        assert!(rules.iter().any(|r| r.id() == Some("operator-logs")));
+    }
+}
