@@ -179,16 +179,35 @@ async fn the_sweep_removes_only_expired_records() {
     let meta = &*srv.services.meta;
     let ws = &srv.services.default_workspace;
 
-    let kept =
-        warren::services::retention::sweep(meta, Duration::from_secs(90 * 86400), Micros::now())
-            .await
-            .unwrap();
+    let kept = warren::services::retention::sweep(
+        meta,
+        Duration::from_secs(90 * 86400),
+        Micros::now(),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!((kept.events, kept.audit), (0, 0));
 
     let later = Micros(Micros::now().0 + 91 * 86_400_000_000);
-    let swept = warren::services::retention::sweep(meta, Duration::from_secs(90 * 86400), later)
-        .await
-        .unwrap();
+    let counted =
+        warren::services::retention::sweep(meta, Duration::from_secs(90 * 86400), later, true)
+            .await
+            .unwrap();
+    assert_eq!(
+        (counted.audit, counted.events),
+        (2, 3),
+        "the dry run counts"
+    );
+    assert_eq!(
+        meta.recent_events(ws, 10).await.unwrap().len(),
+        3,
+        "and removes nothing"
+    );
+    let swept =
+        warren::services::retention::sweep(meta, Duration::from_secs(90 * 86400), later, false)
+            .await
+            .unwrap();
     assert_eq!(swept.audit, 2);
     assert_eq!(swept.events, 3, "key.created ×2 and file.written");
     assert!(meta.recent_events(ws, 10).await.unwrap().is_empty());

@@ -151,15 +151,45 @@ async fn the_purge_removes_files_and_records_a_proof() {
     let thirty_days = Duration::from_secs(30 * 86_400);
     let early = svc
         .namespaces
-        .purge_expired(&svc.blobs, thirty_days, Micros::now())
+        .purge_expired(&svc.blobs, thirty_days, Micros::now(), false)
         .await
         .unwrap();
     assert!(early.is_empty(), "not due yet");
 
     let later = Micros(Micros::now().0 + 31 * 86_400_000_000);
+    // A dry run reports what is due and changes nothing.
+    let would = svc
+        .namespaces
+        .purge_expired(&svc.blobs, thirty_days, later, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            would.len(),
+            would[0].objects,
+            would[0].bytes,
+            would[0].snapshot_objects
+        ),
+        (1, 3, 105 + snap_bytes, 1)
+    );
+    assert_eq!(listed(&srv, "alice").await.unwrap()["state"], "deleted");
+    let r = srv
+        .admin()
+        .post(&url(&srv, "/alice/restore"), Value::Null)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "a dry run does not begin the purge"
+    );
+    assert_eq!(
+        srv.admin().delete(&url(&srv, "/alice")).await.status,
+        StatusCode::OK
+    );
+    let later = Micros(Micros::now().0 + 31 * 86_400_000_000);
     let purged = svc
         .namespaces
-        .purge_expired(&svc.blobs, thirty_days, later)
+        .purge_expired(&svc.blobs, thirty_days, later, false)
         .await
         .unwrap();
     assert_eq!(purged.len(), 1);
@@ -288,7 +318,7 @@ async fn restore_is_refused_once_the_purge_has_begun() {
     let svc = &srv.services;
     let purged = svc
         .namespaces
-        .purge_expired(&svc.blobs, Duration::from_secs(30 * 86_400), later)
+        .purge_expired(&svc.blobs, Duration::from_secs(30 * 86_400), later, false)
         .await
         .unwrap();
     assert_eq!((purged.len(), purged[0].objects), (1, 1));

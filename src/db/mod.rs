@@ -565,6 +565,10 @@ pub trait MetaStore: Send + Sync + 'static {
     /// at most `batch` of each per call, so a large backlog is removed in bounded steps.
     async fn sweep_log(&self, cutoff: Micros, batch: u32) -> Result<Swept>;
 
+    /// What [`MetaStore::sweep_log`] would remove for `cutoff`, all batches together, without
+    /// removing anything (the dry run).
+    async fn count_log(&self, cutoff: Micros) -> Result<Swept>;
+
     /// Records the outcome of a test delivery on the subscription's health fields.
     async fn record_webhook_result(&self, webhook_id: &str, result: &AttemptResult) -> Result<()>;
 }

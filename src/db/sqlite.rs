@@ -1359,6 +1359,30 @@ impl MetaStore for SqliteStore {
         })
     }
 
+    async fn count_log(&self, cutoff: Micros) -> Result<Swept> {
+        let count = |sql: &'static str| {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(cutoff.0)
+                .fetch_one(&self.reader)
+        };
+        let deliveries = count(
+            "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.seq = d.event_seq
+             WHERE e.created_at < ?1 AND d.state <> 'pending'",
+        )
+        .await?;
+        let events = count(
+            "SELECT COUNT(*) FROM events e WHERE e.created_at < ?1 AND NOT EXISTS
+               (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state = 'pending')",
+        )
+        .await?;
+        let audit = count("SELECT COUNT(*) FROM audit WHERE created_at < ?1").await?;
+        Ok(Swept {
+            events: events as u64,
+            deliveries: deliveries as u64,
+            audit: audit as u64,
+        })
+    }
+
     async fn record_webhook_result(&self, webhook_id: &str, r: &AttemptResult) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         record_result(&mut tx, webhook_id, r).await?;

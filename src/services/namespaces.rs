@@ -39,6 +39,34 @@ pub struct Purged {
 }
 
 impl Namespaces {
+    /// The objects a purge of `ns` would remove, counted.
+    async fn count_objects(blobs: &BlobStore, ws: &WorkspaceId, ns: &Namespace) -> Result<Purged> {
+        let mut p = Purged {
+            workspace: Some(ws.clone()),
+            namespace: Some(ns.clone()),
+            ..Purged::default()
+        };
+        let mut files = blobs.list(ws, ns);
+        while let Some(item) = files.next().await {
+            match item {
+                Ok((_, size)) => {
+                    p.objects += 1;
+                    p.bytes += size;
+                }
+                Err(ListError::Foreign(_)) => {}
+                Err(ListError::Store(e)) => return Err(e.into()),
+            }
+        }
+        let mut snapshots = blobs.list_snapshots(ws, ns);
+        while let Some(item) = snapshots.next().await {
+            let (_, size) = item?;
+            p.objects += 1;
+            p.snapshot_objects += 1;
+            p.bytes += size;
+        }
+        Ok(p)
+    }
+
     pub(crate) fn new(meta: Arc<dyn MetaStore>, running: Arc<Running>) -> Self {
         Self {
             meta,
@@ -135,17 +163,28 @@ impl Namespaces {
     /// `purging` (no restore from then on), then its objects are removed (idempotently, so a
     /// crash midway is finished by the next sweep), then its index rows, with the
     /// `namespace.purged` proof.
+    ///
+    /// With `dry_run`, nothing changes: the namespaces due are reported with the objects and
+    /// bytes a purge would remove.
     pub async fn purge_expired(
         &self,
         blobs: &BlobStore,
         after: Duration,
         now: Micros,
+        dry_run: bool,
     ) -> Result<Vec<Purged>> {
         let cutoff = now.0 - after.as_micros() as i64;
         let mut done = Vec::new();
         for (ws, ns, deleted_at) in self.meta.deleted_namespaces().await? {
+            if deleted_at.0 > cutoff {
+                continue;
+            }
+            if dry_run {
+                done.push(Self::count_objects(blobs, &ws, &ns).await?);
+                continue;
+            }
             // Past this point a restore is refused: the bytes are about to go.
-            if deleted_at.0 > cutoff || !self.meta.begin_purge(&ws, &ns).await? {
+            if !self.meta.begin_purge(&ws, &ns).await? {
                 continue;
             }
             let mut purged = Purged {

@@ -91,9 +91,18 @@ pub async fn sweep_orphans(
 
 const SWEEP_BATCH: u32 = 1000;
 
-/// Removes everything older than `retention` before `now`, in bounded batches.
-pub async fn sweep(meta: &dyn MetaStore, retention: Duration, now: Micros) -> db::Result<Swept> {
+/// Removes everything older than `retention` before `now`, in bounded batches; with
+/// `dry_run`, only counts what it would remove.
+pub async fn sweep(
+    meta: &dyn MetaStore,
+    retention: Duration,
+    now: Micros,
+    dry_run: bool,
+) -> db::Result<Swept> {
     let cutoff = Micros(now.0 - retention.as_micros() as i64);
+    if dry_run {
+        return meta.count_log(cutoff).await;
+    }
     let mut total = Swept::default();
     loop {
         let s = meta.sweep_log(cutoff, SWEEP_BATCH).await?;
@@ -120,7 +129,7 @@ pub async fn run(
 ) {
     loop {
         match namespaces
-            .purge_expired(&blobs, settings.purge_after, Micros::now())
+            .purge_expired(&blobs, settings.purge_after, Micros::now(), false)
             .await
         {
             Ok(done) => {
@@ -137,7 +146,7 @@ pub async fn run(
             }
             Err(e) => tracing::warn!(error = %e, "namespace purge failed"),
         }
-        match snapshots.sweep_expired(Micros::now()).await {
+        match snapshots.sweep_expired(Micros::now(), false).await {
             Ok(n) if n > 0 => tracing::info!(snapshots = n, "removed expired snapshots"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "snapshot expiry sweep failed"),
@@ -152,7 +161,7 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
         }
-        match sweep(&*meta, settings.events, Micros::now()).await {
+        match sweep(&*meta, settings.events, Micros::now(), false).await {
             Ok(s) if s != Swept::default() => tracing::info!(
                 events = s.events,
                 deliveries = s.deliveries,

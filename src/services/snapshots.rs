@@ -406,8 +406,11 @@ impl Snapshots {
         Ok(files)
     }
 
-    /// Deletes snapshots past their expiry; returns how many.
-    pub async fn sweep_expired(&self, now: Micros) -> Result<u64> {
+    /// Deletes snapshots past their expiry; returns how many. With `dry_run`, only counts.
+    pub async fn sweep_expired(&self, now: Micros, dry_run: bool) -> Result<u64> {
+        if dry_run {
+            return Ok(self.meta.expired_snapshots(now, u32::MAX).await?.len() as u64);
+        }
         let mut removed = 0;
         loop {
             let batch = self.meta.expired_snapshots(now, SWEEP_BATCH).await?;
