@@ -32,6 +32,8 @@ pub const MAX_IMPORT_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 const MAX_ENTRIES: usize = 1_000_000;
 /// gzip level: the default of `gzip` and `tar -z`.
 const COMPRESSION: u32 = 6;
+/// Objects moved at once during a restore's swap.
+const MOVE_CONCURRENCY: usize = 16;
 /// Expired snapshots removed per sweep step.
 const SWEEP_BATCH: u32 = 500;
 
@@ -292,8 +294,18 @@ impl Snapshots {
             hex::encode(b)
         };
         let result = self.restore_staged(caller, ns, &snap, &stage).await;
-        if let Err(e) = self.blobs.delete_stage(&ws, ns, &stage).await {
-            tracing::warn!(error = %e, "could not remove a restore's staging area");
+        // What is left in the staging area (the displaced files after a success, the staged
+        // ones after a failure) is garbage; after a success nobody need wait for its removal.
+        let (blobs, ns) = (self.blobs.clone(), ns.clone());
+        let cleanup = async move {
+            if let Err(e) = blobs.delete_stage(&ws, &ns, &stage).await {
+                tracing::warn!(error = %e, "could not remove a restore's staging area");
+            }
+        };
+        if result.is_ok() {
+            tokio::spawn(cleanup);
+        } else {
+            cleanup.await;
         }
         result
     }
@@ -325,17 +337,25 @@ impl Snapshots {
         let mut ops = vec![TreeOp::Clear];
         let mut files = 0u64;
         let swapped: Result<()> = async {
-            for path in self.meta.file_paths(ws, ns).await? {
-                match self
-                    .blobs
-                    .stage_move(ws, ns, stage, &path, StageStep::SetAside)
-                    .await
-                {
-                    Ok(()) => set_aside.push(path),
-                    // Bytes already missing: nothing to put back.
-                    Err(warren_storage::Error::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
+            let current = self.meta.file_paths(ws, ns).await?;
+            let (moved, failed) = self
+                .move_all(ws, ns, stage, current, StageStep::SetAside)
+                .await;
+            set_aside = moved;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let staged = unpacked
+                .iter()
+                .filter(|u| u.entry.kind == ArchiveKind::File)
+                .map(|u| u.entry.path.clone())
+                .collect();
+            let (moved, failed) = self
+                .move_all(ws, ns, stage, staged, StageStep::Publish)
+                .await;
+            published = moved;
+            if let Some(e) = failed {
+                return Err(e);
             }
             for u in &unpacked {
                 let e = &u.entry;
@@ -348,10 +368,6 @@ impl Snapshots {
                     }),
                     ArchiveKind::File => {
                         let w = u.written.as_ref().expect("unpacked files are stored");
-                        self.blobs
-                            .stage_move(ws, ns, stage, &e.path, StageStep::Publish)
-                            .await?;
-                        published.push(e.path.clone());
                         files += 1;
                         ops.push(TreeOp::File(FileWrite {
                             path: e.path.clone(),
@@ -404,6 +420,34 @@ impl Snapshots {
             return Err(e);
         }
         Ok(files)
+    }
+
+    /// Makes `step` for every path, several at a time. Returns the paths moved and the first
+    /// error; a file already missing when set aside is not an error (nothing to put back).
+    async fn move_all(
+        &self,
+        ws: &warren_storage::WorkspaceId,
+        ns: &Namespace,
+        stage: &str,
+        paths: Vec<NsPath>,
+        step: StageStep,
+    ) -> (Vec<NsPath>, Option<Error>) {
+        let mut results = futures::stream::iter(paths.into_iter().map(|p| async move {
+            let r = self.blobs.stage_move(ws, ns, stage, &p, step).await;
+            (p, r)
+        }))
+        .buffer_unordered(MOVE_CONCURRENCY);
+        let (mut moved, mut failed) = (Vec::new(), None);
+        while let Some((p, r)) = results.next().await {
+            match r {
+                Ok(()) => moved.push(p),
+                Err(warren_storage::Error::NotFound) if step == StageStep::SetAside => {}
+                Err(e) => {
+                    failed.get_or_insert(Error::from(e));
+                }
+            }
+        }
+        (moved, failed)
     }
 
     /// Deletes snapshots past their expiry; returns how many. With `dry_run`, only counts.

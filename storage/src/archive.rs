@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use flate2::Compression;
@@ -15,13 +16,16 @@ use flate2::write::GzEncoder;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
 
 use crate::blob::{Blob, BlobStore, BlobWriter, Written};
 use crate::names::{Namespace, NsPath, WorkspaceId};
 
 /// Chunks handed between the tar thread and the object store.
 const CHUNK: usize = 1024 * 1024;
+/// Files stored at once while unpacking.
+const STORE_CONCURRENCY: usize = 8;
 /// The top directory of every archive.
 const TOP: &str = "workspace";
 
@@ -238,6 +242,10 @@ where
         let mut archive = tar::Archive::new(GzDecoder::new(reader));
         let mut out: Vec<Unpacked> = Vec::new();
         let mut index: HashMap<NsPath, usize> = HashMap::new();
+        // Small files are stored by tasks on the runtime while this thread decompresses the
+        // next ones; at most `STORE_CONCURRENCY` at a time.
+        let slots = Arc::new(Semaphore::new(STORE_CONCURRENCY));
+        let mut storing: HashMap<NsPath, JoinHandle<crate::blob::Result<Written>>> = HashMap::new();
         for entry in archive.entries()? {
             let mut entry = entry?;
             let raw = entry.path_bytes().into_owned();
@@ -281,7 +289,27 @@ where
                         limits.max_file_bytes
                     )));
                 }
+                // A later entry for the same path waits for the earlier one's store: both go to
+                // the same key.
+                if let Some(earlier) = storing.remove(&path) {
+                    let _ = handle.block_on(earlier);
+                }
                 match &writer_for {
+                    Some(make) if entry.size() <= CHUNK as u64 => {
+                        let mut data = Vec::with_capacity(entry.size() as usize);
+                        entry.read_to_end(&mut data)?;
+                        let mut w = make(&path);
+                        let slot = handle
+                            .block_on(Arc::clone(&slots).acquire_owned())
+                            .map_err(io::Error::other)?;
+                        let task = handle.spawn(async move {
+                            let _slot = slot;
+                            w.write(Bytes::from(data)).await?;
+                            w.finish().await
+                        });
+                        storing.insert(path.clone(), task);
+                        None
+                    }
                     Some(make) => Some(copy_into(&mut entry, make(&path), &handle)?),
                     None => {
                         io::copy(&mut entry, &mut io::sink())?;
@@ -314,6 +342,21 @@ where
                     out.push(item);
                 }
             }
+        }
+        let mut first_error = None;
+        for (path, task) in storing {
+            match handle.block_on(task).map_err(io::Error::other) {
+                Ok(Ok(w)) => out[index[&path]].written = Some(w),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(ArchiveError::Store(e));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(ArchiveError::Store(e.into()));
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         check_tree(&out, &index)?;
         Ok(out)
