@@ -30,7 +30,7 @@ fn content(i: usize) -> Vec<u8> {
         x ^= x << 17;
         out.extend_from_slice(words[(x % 8) as usize].as_bytes());
         out.extend_from_slice(format!(" {} ", x % 100_000).as_bytes());
-        if x % 11 == 0 {
+        if x.is_multiple_of(11) {
             out.push(b'\n');
         }
     }
