@@ -313,3 +313,35 @@ async fn deleting_a_namespace_kills_its_execs() {
     let r = running.await.unwrap();
     assert!(r.status.is_client_error(), "{:?}", r.json);
 }
+
+#[tokio::test]
+async fn what_one_exec_may_change_is_bounded_and_said() {
+    let small = |d: &std::path::Path| {
+        let mut c = support::config(d);
+        c.exec.max_changes = 20;
+        c
+    };
+    let srv = TestServer::start_with(tempfile::tempdir().unwrap(), small).await;
+    let a = srv.agent("bounded").await;
+    let r = a
+        .exec("cd workspace && for i in $(seq 1 50); do echo $i > f$i; done; head -c 150000000 /dev/zero > big.bin; echo done")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    let skipped = r.json["not_synced"].as_array().unwrap();
+    // 51 entries: the first 20 by name are considered (big.bin among them, over the 100 MB
+    // file cap), the other 31 are over the entry limit.
+    assert_eq!(skipped.len(), 32, "{skipped:?}");
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s["reason"].as_str().unwrap().contains("more than 20"))
+    );
+    assert!(
+        r.json["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("[warren] not synced")
+    );
+    assert_eq!(a.paths("", false).await.len(), 19);
+    assert_eq!(a.read("big.bin").await.status, StatusCode::NOT_FOUND);
+}

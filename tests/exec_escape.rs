@@ -162,6 +162,10 @@ async fn filesystem_escapes() {
         ("T20 /sys and kernel interfaces", "ls /sys 2>&1; cat /proc/sys/kernel/hostname; echo x > /proc/sysrq-trigger 2>&1; hostname evil 2>&1; hostname".into()),
         ("T21 write outside the workspace", "for d in / /usr /etc /bin /home /home/agent/..; do touch $d/x 2>&1; done".into()),
         ("T22 overwrite /proc/self/exe", "cp /dev/null /proc/self/exe 2>&1; echo x > /proc/self/exe 2>&1; true".into()),
+        ("T22b file/symlink swap racing the sync", format!(
+            "cd workspace; (while true; do ln -sfn {host} race.tmp; mv -fT race.tmp race; echo safe > race.tmp; mv -fT race.tmp race; done) & \
+             (while true; do ln -sfn ../../../../../../{host} race2.tmp; mv -fT race2.tmp race2; mkdir -p race2.d; mv -fT race2.d race2 2>/dev/null; rm -rf race2; done) & \
+             sleep 0.5; echo swapped")),
     ];
     for (what, cmd) in &attempts {
         s.attempt(what, cmd).await;

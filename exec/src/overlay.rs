@@ -38,6 +38,18 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// The changed path, relative to the workspace root.
+    pub fn path(&self) -> &str {
+        match self {
+            Change::Deleted(p)
+            | Change::Dir { path: p, .. }
+            | Change::File { path: p, .. }
+            | Change::Symlink { path: p, .. } => p,
+        }
+    }
+}
+
 /// Bounds on what a scan accepts.
 #[derive(Debug, Clone, Copy)]
 pub struct ScanLimits {

@@ -193,10 +193,11 @@ impl Exec {
                 &guard.cancel,
             )
             .await;
-        if result.is_err()
+        // After an internal failure the copy may be half-changed: the next exec materializes
+        // afresh. A revoked or timed-out exec left it whole.
+        if matches!(result, Err(Error::Internal(_)))
             && let Some(wc) = copy.take()
         {
-            // The copy may be half-changed; the next exec materializes afresh.
             wc.destroy();
         }
         let bytes = copy.as_ref().map_or(0, WorkCopy::bytes);
@@ -303,11 +304,16 @@ impl Exec {
             stderr.push_str(&s);
             stderr.push('\n');
         };
-        if run.stdout_truncated {
-            note(format!(
-                "[warren] stdout cut at {} bytes",
-                limits.output_bytes
-            ));
+        for (cut, name) in [
+            (run.stdout_truncated, "stdout"),
+            (run.stderr_truncated, "stderr"),
+        ] {
+            if cut {
+                note(format!(
+                    "[warren] {name} cut at {} bytes",
+                    limits.output_bytes
+                ));
+            }
         }
         if run.oom_killed {
             note(format!(
@@ -448,30 +454,16 @@ impl Exec {
             }
             v
         };
-        let upper_paths: BTreeSet<&str> = scan
-            .changes
-            .iter()
-            .map(|c| match c {
-                Change::Deleted(p)
-                | Change::Dir { path: p, .. }
-                | Change::File { path: p, .. }
-                | Change::Symlink { path: p, .. } => p.as_str(),
-            })
-            .collect();
+        let upper_paths: BTreeSet<&str> = scan.changes.iter().map(Change::path).collect();
 
         // First pass: validate paths, upload bytes, build the index change.
         let mut plan: Vec<Planned> = Vec::new();
         for change in &scan.changes {
-            let raw = match change {
-                Change::Deleted(p)
-                | Change::Dir { path: p, .. }
-                | Change::File { path: p, .. }
-                | Change::Symlink { path: p, .. } => p,
-            };
+            let raw = change.path();
             let path = match NsPath::parse(raw) {
                 Ok(p) => p,
                 Err(e) => {
-                    skipped.push((raw.clone(), e.to_string()));
+                    skipped.push((raw.to_owned(), e.to_string()));
                     continue;
                 }
             };
@@ -666,7 +658,9 @@ fn same_kind(a: &Node, b: &Node) -> bool {
 
 fn revoked() -> Error {
     Error::Unauthorized(
-        "API key was revoked while the command ran; its changes were discarded".into(),
+        "the command was stopped because its API key was revoked (or its namespace deleted); \
+         its changes were discarded"
+            .into(),
     )
 }
 
