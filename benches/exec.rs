@@ -9,14 +9,12 @@
 //!
 //! Needs root and bubblewrap, as exec does. Run with `scripts/bench`.
 
+mod common;
+
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
-use warren::config::Config;
-use warren::server::Server;
-use warren::services::exec::ExecSettings;
 
 const RUNS: usize = 60;
 const WARMUP: usize = 10;
@@ -115,45 +113,17 @@ async fn main() {
         std::os::unix::fs::PermissionsExt::from_mode(0o711),
     )
     .unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_owned(),
-        database_url: format!("sqlite://{}", dir.path().join("warren.db").display()),
-        storage_url: format!("file://{}", dir.path().join("objects").display()),
-        admin_key: Some("trove-sk-bench-admin-0123456789".into()),
-        secret: Some("bench-secret-bench-secret-bench-secret".into()),
-        webhooks: Default::default(),
-        retention: Default::default(),
-        exec: ExecSettings::with_dir(dir.path().join("exec")),
-    };
-    let server = Server::start(&config).await.unwrap();
-    if let Some(why) = server.services.exec.unavailable() {
+    let bench = common::start(dir.path()).await;
+    if let Some(why) = bench.services.exec.unavailable() {
         panic!("exec is unavailable here: {why}");
     }
-    let base = format!("http://{}", server.local_addr().unwrap());
-    let services = Arc::clone(&server.services);
-    tokio::spawn(server.run(std::future::pending()));
-    let ws = services.default_workspace.clone();
     let http = reqwest::Client::new();
     let mut agents = Vec::new();
     for ns in ["n1000", "n10000", "n10"] {
-        let (_, key) = services
-            .keys
-            .mint(
-                None,
-                &ws,
-                warren::services::auth::KeyRequest {
-                    name: ns.into(),
-                    namespace: Some(ns.into()),
-                    admin: false,
-                },
-            )
-            .await
-            .unwrap();
         agents.push(Agent {
             http: http.clone(),
-            base: base.clone(),
-            key,
+            base: bench.base.clone(),
+            key: bench.key(ns).await,
             ns: ns.into(),
         });
     }
@@ -179,7 +149,7 @@ async fn main() {
 
     // 1. exec `true` vs bare bwrap.
     // Its own base directory: a probe clears what it finds there.
-    let mut bare_config = config.exec.sandbox.clone();
+    let mut bare_config = bench.config.exec.sandbox.clone();
     bare_config.base_dir = dir.path().join("bare-exec");
     let bare_sandbox = warren_exec::Sandbox::probe(bare_config).await.unwrap();
     let empty = dir.path().join("bare-ws");

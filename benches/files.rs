@@ -3,14 +3,14 @@
 //! the same run. Prints p50/p99 latency and throughput at 1 and 16 concurrent clients, and the
 //! HTTP/direct ratio. Run with `scripts/bench`.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::ObjectStore;
 use object_store::path::Path;
-use warren::config::Config;
-use warren::server::Server;
 
 const FILE_BYTES: usize = 4096;
 const OPS_PER_CLIENT: usize = 400;
@@ -125,36 +125,10 @@ fn us(d: Duration) -> String {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_owned(),
-        database_url: format!("sqlite://{}", dir.path().join("warren.db").display()),
-        storage_url: format!("file://{}", dir.path().join("objects").display()),
-        admin_key: Some("trove-sk-bench-admin-0123456789".into()),
-        secret: Some("bench-secret-bench-secret-bench-secret".into()),
-        webhooks: Default::default(),
-        retention: Default::default(),
-        exec: warren::services::exec::ExecSettings::with_dir(dir.path().join("exec")),
-    };
-    let server = Server::start(&config).await.unwrap();
-    let base = Arc::new(format!("http://{}", server.local_addr().unwrap()));
-    let services = Arc::clone(&server.services);
-    tokio::spawn(server.run(std::future::pending()));
-
-    let ws = services.default_workspace.clone();
-    let (_, key) = services
-        .keys
-        .mint(
-            None,
-            &ws,
-            warren::services::auth::KeyRequest {
-                name: "bench".into(),
-                namespace: Some("bench".into()),
-                admin: false,
-            },
-        )
-        .await
-        .unwrap();
+    let bench = common::start(dir.path()).await;
+    let base = Arc::new(bench.base.clone());
+    let services = Arc::clone(&bench.services);
+    let key = bench.key("bench").await;
     let key = Arc::new(key);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)

@@ -3,15 +3,13 @@
 //! Warren uses) on the same tree in the same run. Prints MB/s and the time ratio (goal: within
 //! 1.5×). Run with `scripts/bench`.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use warren::config::Config;
-use warren::server::Server;
-use warren::services::exec::ExecSettings;
 
 const FILES: usize = 1000;
 const FILE_BYTES: usize = 100 * 1024;
@@ -60,34 +58,8 @@ fn run(cmd: &mut Command) {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_owned(),
-        database_url: format!("sqlite://{}", dir.path().join("warren.db").display()),
-        storage_url: format!("file://{}", dir.path().join("objects").display()),
-        admin_key: Some("trove-sk-bench-admin-0123456789".into()),
-        secret: Some("bench-secret-bench-secret-bench-secret".into()),
-        webhooks: Default::default(),
-        retention: Default::default(),
-        exec: ExecSettings::with_dir(dir.path().join("exec")),
-    };
-    let server = Server::start(&config).await.unwrap();
-    let base = format!("http://{}", server.local_addr().unwrap());
-    let services = Arc::clone(&server.services);
-    tokio::spawn(server.run(std::future::pending()));
-    let (_, key) = services
-        .keys
-        .mint(
-            None,
-            &services.default_workspace,
-            warren::services::auth::KeyRequest {
-                name: "bench".into(),
-                namespace: Some("bench".into()),
-                admin: false,
-            },
-        )
-        .await
-        .unwrap();
+    let bench = common::start(dir.path()).await;
+    let (base, key) = (bench.base.clone(), bench.key("bench").await);
     let http = reqwest::Client::new();
     let call = |method: reqwest::Method, path: String| {
         http.request(method, format!("{base}{path}"))

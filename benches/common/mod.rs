@@ -1,0 +1,64 @@
+//! What every benchmark starts with: a server on the embedded defaults (SQLite, local files)
+//! in `dir`, on a loopback port, and keys locked to a namespace.
+
+// Each benchmark uses a different part of this module.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use warren::config::Config;
+use warren::server::Server;
+use warren::services::Services;
+use warren::services::exec::ExecSettings;
+
+pub struct Bench {
+    pub config: Config,
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    pub services: Arc<Services>,
+}
+
+pub async fn start(dir: &Path) -> Bench {
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_owned(),
+        database_url: format!("sqlite://{}", dir.join("warren.db").display()),
+        storage_url: format!("file://{}", dir.join("objects").display()),
+        admin_key: Some("trove-sk-bench-admin-0123456789".into()),
+        secret: Some("bench-secret-bench-secret-bench-secret".into()),
+        webhooks: Default::default(),
+        retention: Default::default(),
+        exec: ExecSettings::with_dir(dir.join("exec")),
+    };
+    let server = Server::start(&config).await.unwrap();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    let services = Arc::clone(&server.services);
+    tokio::spawn(server.run(std::future::pending()));
+    Bench {
+        config,
+        base,
+        services,
+    }
+}
+
+impl Bench {
+    /// A key locked to `ns`, minted directly.
+    pub async fn key(&self, ns: &str) -> String {
+        let (_, key) = self
+            .services
+            .keys
+            .mint(
+                None,
+                &self.services.default_workspace,
+                warren::services::auth::KeyRequest {
+                    name: ns.into(),
+                    namespace: Some(ns.into()),
+                    admin: false,
+                },
+            )
+            .await
+            .unwrap();
+        key
+    }
+}
