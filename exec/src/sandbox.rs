@@ -370,7 +370,7 @@ impl Sandbox {
             _ = tokio::time::sleep(limits.timeout) => Outcome::TimedOut,
             _ = cancel.cancelled() => Outcome::Cancelled,
         };
-        if outcome != Outcome::Exited(0) {
+        if !matches!(outcome, Outcome::Exited(_)) {
             // bwrap's death takes the sandbox's pid 1 with it (--die-with-parent), and with
             // it the whole pid namespace; the cgroup catches anything else.
             let _ = child.start_kill();
