@@ -41,18 +41,26 @@ pub enum NameError {
     Snapshot(String),
 }
 
+/// Whether `s` is `prefix` followed by exactly 16 lowercase hex digits.
+fn is_hex_id(s: &str, prefix: &str) -> bool {
+    s.strip_prefix(prefix).is_some_and(|hex| {
+        hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+/// `prefix` followed by the 8 bytes as 16 lowercase hex digits.
+fn hex_id(prefix: &str, bytes: [u8; 8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}")
+}
+
 /// A workspace id: `ws-` followed by 16 lowercase hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkspaceId(String);
 
 impl WorkspaceId {
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        let ok = s.len() == 19
-            && s.starts_with("ws-")
-            && s[3..]
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if ok {
+        if is_hex_id(s, "ws-") {
             Ok(Self(s.to_owned()))
         } else {
             Err(NameError::Workspace(s.to_owned()))
@@ -61,8 +69,7 @@ impl WorkspaceId {
 
     /// A new random id, from 8 bytes of the caller's randomness.
     pub fn from_random(bytes: [u8; 8]) -> Self {
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        Self(format!("ws-{hex}"))
+        Self(hex_id("ws-", bytes))
     }
 
     pub fn as_str(&self) -> &str {
@@ -82,12 +89,7 @@ pub struct SnapshotId(String);
 
 impl SnapshotId {
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        let ok = s.len() == 21
-            && s.starts_with("snap-")
-            && s[5..]
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if ok {
+        if is_hex_id(s, "snap-") {
             Ok(Self(s.to_owned()))
         } else {
             Err(NameError::Snapshot(s.to_owned()))
@@ -96,8 +98,7 @@ impl SnapshotId {
 
     /// A new random id, from 8 bytes of the caller's randomness.
     pub fn from_random(bytes: [u8; 8]) -> Self {
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        Self(format!("snap-{hex}"))
+        Self(hex_id("snap-", bytes))
     }
 
     pub fn as_str(&self) -> &str {
