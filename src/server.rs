@@ -77,7 +77,7 @@ impl Server {
                 default_workspace: ws.clone(),
                 webhooks: config.webhooks.clone(),
                 sandbox,
-                exec: Some(&config.exec),
+                exec: &config.exec,
                 snapshot_retention: config.retention.snapshots,
             },
         ));

@@ -114,7 +114,7 @@ impl Exec {
         locks: Arc<TreeLocks>,
         running: Arc<Running>,
         sandbox: std::result::Result<Sandbox, String>,
-        settings: Option<&ExecSettings>,
+        settings: &ExecSettings,
     ) -> Self {
         Self {
             meta,
@@ -122,8 +122,8 @@ impl Exec {
             locks,
             running,
             sandbox,
-            cache_bytes: settings.map_or(0, |s| s.cache_bytes),
-            max_changes: settings.map_or(0, |s| s.max_changes),
+            cache_bytes: settings.cache_bytes,
+            max_changes: settings.max_changes,
             slots: Mutex::new(HashMap::new()),
             clock: AtomicU64::new(0),
         }

@@ -114,7 +114,7 @@ pub struct ServiceSettings<'a> {
     pub webhooks: webhooks::WebhookSettings,
     /// The host's sandbox, or why there is none (exec then answers 503).
     pub sandbox: std::result::Result<warren_exec::Sandbox, String>,
-    pub exec: Option<&'a exec::ExecSettings>,
+    pub exec: &'a exec::ExecSettings,
     pub snapshot_retention: std::time::Duration,
 }
 
