@@ -6,6 +6,7 @@
 //! run through the same suite (`tests/meta_store.rs`), so nothing SQLite-specific may leak out
 //! of `sqlite.rs`.
 
+mod conns;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -1,21 +1,21 @@
 //! [`MetaStore`] on SQLite: the embedded default.
 //!
-//! Writes go through a pool of exactly one connection and reads through a separate pool.
+//! Writes go through exactly one connection and reads through a separate set of connections
+//! ([`Conns`]).
 //! SQLite allows one writer at a time anyway; funnelling writers through one connection turns
 //! lock contention into a queue and avoids the `SQLITE_BUSY` a deferred transaction gets when
 //! it upgrades from reading to writing while another writer commits.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
+use sqlx::{Connection, Row, Sqlite, Transaction};
 use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
 
+use super::conns::Conns;
 use super::{
     AttemptResult, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error, EventQuery,
     EventRecord, FileWrite, KeyRecord, MetaStore, NamespaceUsage, NewEvent, NewKey, Result, Scope,
@@ -23,9 +23,12 @@ use super::{
 };
 use crate::ids::{EventId, KeyId, Micros};
 
+/// Read connections: WAL lets them all read while the writer writes.
+const READERS: usize = 4;
+
 pub struct SqliteStore {
-    reader: SqlitePool,
-    writer: SqlitePool,
+    reader: Arc<Conns>,
+    writer: Arc<Conns>,
 }
 
 impl SqliteStore {
@@ -41,22 +44,15 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let in_memory = url.contains(":memory:");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(opts.clone())
+        let writer = Arc::new(Conns::open(&opts, 1).await?);
+        sqlx::migrate!("migrations/sqlite")
+            .run(&mut *writer.get().await?)
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
         // An in-memory database exists only on its one connection.
         let reader = if in_memory {
-            writer.clone()
+            Arc::clone(&writer)
         } else {
-            SqlitePoolOptions::new()
-                .max_connections(8)
-                .connect_with(opts.create_if_missing(false).read_only(true))
-                .await?
+            Arc::new(Conns::open(&opts.create_if_missing(false).read_only(true), READERS).await?)
         };
         Ok(Self { reader, writer })
     }
@@ -343,7 +339,7 @@ impl MetaStore for SqliteStore {
         Ok(
             sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
                 .bind(name)
-                .fetch_optional(&self.reader)
+                .fetch_optional(&mut *self.reader.get().await?)
                 .await?,
         )
     }
@@ -354,7 +350,8 @@ impl MetaStore for SqliteStore {
         name: &str,
         now: Micros,
     ) -> Result<(WorkspaceId, bool)> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let existing: Option<String> =
             sqlx::query_scalar("SELECT value FROM settings WHERE name = 'default_workspace'")
                 .fetch_optional(&mut *tx)
@@ -379,7 +376,8 @@ impl MetaStore for SqliteStore {
 
     async fn insert_key(&self, key: &NewKey, event: &NewEvent) -> Result<()> {
         let r = &key.record;
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, workspace_id, name, prefix, hash, scope, namespace, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -405,7 +403,7 @@ impl MetaStore for SqliteStore {
         );
         let row = sqlx::query(&sql)
             .bind(&hash[..])
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader.get().await?)
             .await?;
         row.as_ref()
             .map(|r| Ok((key_from_row(r)?, hash_from_row(r)?)))
@@ -419,7 +417,7 @@ impl MetaStore for SqliteStore {
         );
         let rows = sqlx::query(&sql)
             .bind(ws.as_str())
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.reader.get().await?)
             .await?;
         rows.iter().map(key_from_row).collect()
     }
@@ -430,7 +428,8 @@ impl MetaStore for SqliteStore {
         id: &KeyId,
         event: &NewEvent,
     ) -> Result<Option<[u8; 32]>> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let row = sqlx::query(
             "UPDATE api_keys SET revoked_at = ?
              WHERE workspace_id = ? AND id = ? AND revoked_at IS NULL RETURNING hash",
@@ -457,7 +456,8 @@ impl MetaStore for SqliteStore {
         new_prefix: &str,
         event: &NewEvent,
     ) -> Result<Option<([u8; 32], KeyRecord)>> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let old = sqlx::query(
             "SELECT hash FROM api_keys WHERE workspace_id = ? AND id = ? AND revoked_at IS NULL",
         )
@@ -490,7 +490,7 @@ impl MetaStore for SqliteStore {
         sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
             .bind(at.0)
             .bind(id.as_str())
-            .execute(&self.writer)
+            .execute(&mut *self.writer.get().await?)
             .await?;
         Ok(())
     }
@@ -508,7 +508,7 @@ impl MetaStore for SqliteStore {
             .bind(ws.as_str())
             .bind(ns.as_str())
             .bind(path.as_str())
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader.get().await?)
             .await?;
         row.as_ref().map(entry_from_row).transpose()
     }
@@ -530,13 +530,13 @@ impl MetaStore for SqliteStore {
             .bind(ns.as_str())
             .bind(dir.as_str())
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.reader.get().await?)
             .await?;
         rows.iter().map(entry_from_row).collect()
     }
 
     async fn check_writable(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> Result<()> {
-        let existing = existing_kinds(&self.reader, ws, ns, path).await?;
+        let existing = existing_kinds(&mut *self.reader.get().await?, ws, ns, path).await?;
         writable(path, &existing)
     }
 
@@ -547,7 +547,8 @@ impl MetaStore for SqliteStore {
         file: &FileWrite,
         event: &NewEvent,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let existing = existing_kinds(&mut *tx, ws, ns, &file.path).await?;
         writable(&file.path, &existing)?;
         let generation = bump_generation(&mut tx, ws, ns, file.mtime).await?;
@@ -570,7 +571,8 @@ impl MetaStore for SqliteStore {
         event: &NewEvent,
     ) -> Result<Option<Vec<NsPath>>> {
         let (lo, hi) = subtree_range(path);
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let rows = sqlx::query(
             "DELETE FROM files WHERE workspace_id = ? AND namespace = ?
                AND (path = ? OR (path >= ? AND path < ?))
@@ -607,7 +609,8 @@ impl MetaStore for SqliteStore {
         files: &[FileWrite],
         event: &NewEvent,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let generation = bump_generation(&mut tx, ws, ns, event.created_at).await?;
         sqlx::query("DELETE FROM files WHERE workspace_id = ? AND namespace = ?")
             .bind(ws.as_str())
@@ -636,7 +639,8 @@ impl MetaStore for SqliteStore {
         ops: &[TreeOp],
         events: &[NewEvent],
     ) -> Result<(u64, u64)> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let now = events.first().map_or_else(Micros::now, |e| e.created_at);
         let (before, after) = if ops.is_empty() {
             let g: Option<i64> = sqlx::query_scalar(
@@ -728,7 +732,7 @@ impl MetaStore for SqliteStore {
         )
         .bind(ws.as_str())
         .bind(ns.as_str())
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await?)
         .await?;
         rows.iter().map(entry_from_row).collect()
     }
@@ -749,7 +753,7 @@ impl MetaStore for SqliteStore {
              FROM namespaces n WHERE n.workspace_id = ? AND n.state <> 'purged' ORDER BY n.name",
         )
         .bind(ws.as_str())
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -775,7 +779,8 @@ impl MetaStore for SqliteStore {
         event: &NewEvent,
         key_event: &(dyn for<'k> Fn(&'k KeyId) -> NewEvent + Send + Sync),
     ) -> Result<Option<Vec<[u8; 32]>>> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let done = sqlx::query(
             "UPDATE namespaces SET state = 'deleted', deleted_at = ?
              WHERE workspace_id = ? AND name = ? AND state = 'active'",
@@ -816,7 +821,8 @@ impl MetaStore for SqliteStore {
         ns: &Namespace,
         event: &NewEvent,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let done = sqlx::query(
             "UPDATE namespaces SET state = 'active', deleted_at = NULL
              WHERE workspace_id = ? AND name = ? AND state = 'deleted'",
@@ -839,7 +845,7 @@ impl MetaStore for SqliteStore {
             "SELECT workspace_id, name, deleted_at FROM namespaces
              WHERE state IN ('deleted', 'purging')",
         )
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await?)
         .await?;
         rows.into_iter()
             .map(|(ws, ns, at)| Ok((WorkspaceId::parse(&ws)?, Namespace::parse(&ns)?, Micros(at))))
@@ -852,7 +858,8 @@ impl MetaStore for SqliteStore {
         ns: &Namespace,
         event: &NewEvent,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let done = sqlx::query(
             "UPDATE namespaces SET state = 'purged', purged_at = ?, generation = generation + 1
              WHERE workspace_id = ? AND name = ? AND state = 'purging'",
@@ -881,7 +888,8 @@ impl MetaStore for SqliteStore {
     }
 
     async fn insert_snapshot(&self, snap: &SnapshotRecord, event: &NewEvent) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         // The namespace exists from its first snapshot on (it may hold no file yet); a deleted
         // one takes no snapshot.
         sqlx::query(
@@ -937,7 +945,7 @@ impl MetaStore for SqliteStore {
         .bind(ws.as_str())
         .bind(ns.as_str())
         .bind(limit)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await?)
         .await?;
         rows.iter().map(snapshot_from_row).collect()
     }
@@ -954,7 +962,7 @@ impl MetaStore for SqliteStore {
         .bind(id.as_str())
         .bind(ws.as_str())
         .bind(ns.as_str())
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.reader.get().await?)
         .await?;
         row.as_ref().map(snapshot_from_row).transpose()
     }
@@ -966,7 +974,8 @@ impl MetaStore for SqliteStore {
         id: &SnapshotId,
         event: &NewEvent,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let n = sqlx::query(
             "DELETE FROM snapshots WHERE id = ? AND workspace_id = ? AND namespace = ?",
         )
@@ -990,7 +999,7 @@ impl MetaStore for SqliteStore {
         )
         .bind(now.0)
         .bind(limit)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await?)
         .await?;
         rows.iter().map(snapshot_from_row).collect()
     }
@@ -1002,7 +1011,7 @@ impl MetaStore for SqliteStore {
         )
         .bind(ws.as_str())
         .bind(ns.as_str())
-        .execute(&self.writer)
+        .execute(&mut *self.writer.get().await?)
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -1014,7 +1023,7 @@ impl MetaStore for SqliteStore {
         )
         .bind(ws.as_str())
         .bind(ns.as_str())
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await?)
         .await?;
         rows.iter().map(|p| Ok(NsPath::parse(p)?)).collect()
     }
@@ -1025,7 +1034,7 @@ impl MetaStore for SqliteStore {
         )
         .bind(ws.as_str())
         .bind(ns.as_str())
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.reader.get().await?)
         .await?;
         Ok(g.unwrap_or(0) as u64)
     }
@@ -1062,7 +1071,7 @@ impl MetaStore for SqliteStore {
         if let Some(seq) = q.before_seq {
             query = query.bind(seq);
         }
-        let rows = query.bind(q.limit as i64).fetch_all(&self.reader).await?;
+        let rows = query.bind(q.limit as i64).fetch_all(&mut *self.reader.get().await?).await?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -1082,7 +1091,7 @@ impl MetaStore for SqliteStore {
         .bind(after_seq)
         .bind(namespace.map(|n| n.as_str()))
         .bind(limit as i64)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await?)
         .await?;
         rows.iter().map(event_from_row).collect()
     }
@@ -1091,7 +1100,7 @@ impl MetaStore for SqliteStore {
         let seq: Option<i64> =
             sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE workspace_id = ?")
                 .bind(ws.as_str())
-                .fetch_one(&self.reader)
+                .fetch_one(&mut *self.reader.get().await?)
                 .await?;
         Ok(seq.unwrap_or(0))
     }
@@ -1099,7 +1108,8 @@ impl MetaStore for SqliteStore {
     async fn insert_webhook(&self, hook: &Webhook, event: &NewEvent) -> Result<()> {
         let events =
             serde_json::to_string(&hook.events).map_err(|e| Error::Corrupt(e.to_string()))?;
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         sqlx::query(
             "INSERT INTO webhooks (id, workspace_id, url, events, namespace, description, secret, enabled, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1127,7 +1137,7 @@ impl MetaStore for SqliteStore {
         );
         let rows = sqlx::query(&sql)
             .bind(ws.as_str())
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.reader.get().await?)
             .await?;
         rows.iter().map(webhook_from_row).collect()
     }
@@ -1140,13 +1150,14 @@ impl MetaStore for SqliteStore {
         let row = sqlx::query(&sql)
             .bind(ws.as_str())
             .bind(id)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader.get().await?)
             .await?;
         row.as_ref().map(webhook_from_row).transpose()
     }
 
     async fn delete_webhook(&self, ws: &WorkspaceId, id: &str, event: &NewEvent) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let done = sqlx::query(
             "UPDATE webhooks SET deleted_at = ? WHERE workspace_id = ? AND id = ? AND deleted_at IS NULL",
         )
@@ -1180,7 +1191,8 @@ impl MetaStore for SqliteStore {
         limit: u32,
         per_webhook: u32,
     ) -> Result<Vec<ClaimedDelivery>> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let claimed: Vec<(i64, String, i64, i64)> = sqlx::query_as(
             "UPDATE deliveries SET locked_until = ?2
              WHERE id IN (
@@ -1234,7 +1246,8 @@ impl MetaStore for SqliteStore {
             (false, Some(_)) => "pending",
             (false, None) => "failed",
         };
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let webhook_id: String = sqlx::query_scalar(
             "UPDATE deliveries SET state = ?, attempts = attempts + 1, locked_until = NULL,
                next_attempt_at = COALESCE(?, next_attempt_at), last_status = ?, last_error = ?,
@@ -1255,7 +1268,8 @@ impl MetaStore for SqliteStore {
     }
 
     async fn append_audit(&self, records: &[AuditRecord]) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         for r in records {
             sqlx::query(
                 "INSERT INTO audit (workspace_id, key_id, namespace, operation, path, status, created_at)
@@ -1302,7 +1316,7 @@ impl MetaStore for SqliteStore {
             .bind(q.to.map(|t| t.0))
             .bind(q.cursor)
             .bind(q.limit as i64)
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.reader.get().await?)
             .await?;
         rows.iter()
             .map(|row| {
@@ -1322,7 +1336,8 @@ impl MetaStore for SqliteStore {
     }
 
     async fn sweep_log(&self, cutoff: Micros, batch: u32) -> Result<Swept> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         let old_events = "SELECT seq FROM events WHERE created_at < ?1 ORDER BY seq LIMIT ?2";
         // Deliveries still pending keep their event: they are not done yet.
         let deliveries = sqlx::query(&format!(
@@ -1360,10 +1375,12 @@ impl MetaStore for SqliteStore {
     }
 
     async fn count_log(&self, cutoff: Micros) -> Result<Swept> {
-        let count = |sql: &'static str| {
+        let mut conn = self.reader.get().await?;
+        let mut count = async |sql: &'static str| {
             sqlx::query_scalar::<_, i64>(sql)
                 .bind(cutoff.0)
-                .fetch_one(&self.reader)
+                .fetch_one(&mut *conn)
+                .await
         };
         let deliveries = count(
             "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.seq = d.event_seq
@@ -1384,7 +1401,8 @@ impl MetaStore for SqliteStore {
     }
 
     async fn record_webhook_result(&self, webhook_id: &str, r: &AttemptResult) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
         record_result(&mut tx, webhook_id, r).await?;
         tx.commit().await?;
         Ok(())
