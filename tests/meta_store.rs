@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use warren::db::sqlite::SqliteStore;
-use warren::db::{EntryKind, Error, FileWrite, KeyRecord, MetaStore, NewEvent, NewKey, Scope};
+use warren::db::{
+    EntryKind, Error, FileWrite, KeyRecord, MetaStore, NewEvent, NewKey, Scope, TreeOp,
+};
 use warren::ids::{EventId, KeyId, Micros};
 use warren_storage::{Namespace, NsPath, WorkspaceId};
 
@@ -300,6 +302,109 @@ async fn namespaces_do_not_see_each_other(store: Arc<dyn MetaStore>) {
     );
 }
 
+/// An exec's sync-back can be far larger than one round trip carries: it is still one
+/// transaction, all or nothing, with one generation step.
+async fn large_tree_commits_are_whole(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    let a = ns("alice");
+    // Sync-back names every directory it creates, parents first.
+    let mut ops: Vec<TreeOp> = (0..7)
+        .flat_map(|d| {
+            let now = Micros::now();
+            [
+                TreeOp::Dir(p(&format!("d{d}")), now),
+                TreeOp::Dir(p(&format!("d{d}/sub")), now),
+            ]
+        })
+        .collect();
+    ops.extend((0..3000).map(|i| TreeOp::File(file(&format!("d{}/sub/file-{i:05}", i % 7), i))));
+    let events: Vec<NewEvent> = (0..3000)
+        .map(|_| ev("file.written", Some("alice")))
+        .collect();
+    let before = store.recent_events(&ws(), 10_000).await.unwrap().len();
+    let (g0, g1) = store
+        .commit_tree_ops(&ws(), &a, &ops, &events)
+        .await
+        .unwrap();
+    assert_eq!((g0, g1), (0, 1));
+    let tree = store.tree(&ws(), &a).await.unwrap();
+    let files = tree.iter().filter(|e| e.kind == EntryKind::File).count();
+    let dirs = tree.iter().filter(|e| e.kind == EntryKind::Dir).count();
+    assert_eq!((files, dirs), (3000, 14));
+    let after = store.recent_events(&ws(), 10_000).await.unwrap().len();
+    assert_eq!(after - before, 3000);
+
+    // The same on a deleted namespace: refused, and nothing of it stays.
+    store
+        .delete_namespace(&ws(), &a, &ev("namespace.deleted", Some("alice")), &|_| {
+            ev("key.revoked", None)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let events_now = store.recent_events(&ws(), 10_000).await.unwrap().len();
+    let more: Vec<TreeOp> = (0..3000)
+        .map(|i| TreeOp::File(file(&format!("late/file-{i:05}"), 1)))
+        .collect();
+    let events: Vec<NewEvent> = (0..3000)
+        .map(|_| ev("file.written", Some("alice")))
+        .collect();
+    let r = store.commit_tree_ops(&ws(), &a, &more, &events).await;
+    assert!(matches!(r, Err(Error::NamespaceDeleted(_))), "{r:?}");
+    assert!(
+        store
+            .get_entry(&ws(), &a, &p("late"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.recent_events(&ws(), 10_000).await.unwrap().len(),
+        events_now
+    );
+}
+
+/// A write whose caller goes away mid-transaction (a dropped request) happens whole or not at
+/// all (whether it does depends on whether its commit was already sent), and the connection it
+/// used keeps working for every kind of write.
+async fn abandoned_writes_are_whole_or_absent(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    let a = ns("alice");
+    let mut abandoned = 0;
+    for i in 0..40 {
+        let f = file(&format!("dropped-{i}"), 1);
+        let e = ev("file.written", Some("alice"));
+        // Polled once, then dropped. (The database thread is sometimes quick enough for one
+        // poll to finish it.)
+        match futures::FutureExt::now_or_never(store.commit_write(&ws(), &a, &f, &e)) {
+            Some(r) => r.unwrap(),
+            None => abandoned += 1,
+        }
+        store
+            .commit_write(
+                &ws(),
+                &a,
+                &file("kept", 1),
+                &ev("file.written", Some("alice")),
+            )
+            .await
+            .unwrap();
+        store
+            .commit_delete(&ws(), &a, &p("kept"), &ev("file.deleted", Some("alice")))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(abandoned > 0, "no write was abandoned: nothing was tested");
+    // Every write that left a row left its event and its generation step, and nothing else did.
+    let present = store.tree(&ws(), &a).await.unwrap().len() as u64;
+    let events = store.recent_events(&ws(), 1000).await.unwrap();
+    let written = |name: &str| events.iter().filter(|e| e.kind == name).count() as u64;
+    assert_eq!(written("file.written"), 40 + present);
+    assert_eq!(written("file.deleted"), 40);
+    assert_eq!(store.generation(&ws(), &a).await.unwrap(), 80 + present);
+}
+
 /// A store, and whatever must live as long as it (a temporary directory).
 type Fixture = (Arc<dyn MetaStore>, Option<tempfile::TempDir>);
 
@@ -335,6 +440,8 @@ macro_rules! stores {
             case!(children_are_ordered_dirs_first_then_bytewise);
             case!(delete_removes_exactly_the_subtree);
             case!(namespaces_do_not_see_each_other);
+            case!(large_tree_commits_are_whole);
+            case!(abandoned_writes_are_whole_or_absent);
         })*
     };
 }

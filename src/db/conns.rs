@@ -8,36 +8,168 @@
 //! rather than in SQLite (measured in `benches/files.rs`). Local connections do not go stale
 //! and are never remote, so none of that is needed: a checkout here is an uncontended lock.
 //!
+//! The hottest writes (a file write or delete, an exec's sync-back) go further with a
+//! [`Batch`]: the transaction's opening and all its statements travel in one round trip, the
+//! caller checks the rows they return and commits or rolls back in a second one, where sqlx's
+//! `Transaction` takes a round trip per statement plus two.
+//!
 //! A checkout dropped in the middle of a transaction (a cancelled request) is safe: sqlx's
-//! `Transaction` queues the rollback on the connection when dropped, before the next use.
+//! `Transaction` queues the rollback on the connection when dropped, and a batch left open is
+//! rolled back by the next checkout.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteRow};
+use sqlx::{Arguments, ConnectOptions, Connection, Encode, Executor, Type};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::{Error, Result};
 
 pub(super) struct Conns {
-    conns: Vec<Mutex<Option<SqliteConnection>>>,
+    conns: Vec<Mutex<Option<Slot>>>,
     /// Where the next checkout starts looking, so load spreads over the connections.
     next: AtomicUsize,
 }
 
+struct Slot {
+    conn: SqliteConnection,
+    /// A batch's transaction is open: set before it starts, cleared by commit or rollback.
+    in_batch: bool,
+}
+
 /// A checked-out connection; derefs to it.
-pub(super) struct Conn<'a>(MutexGuard<'a, Option<SqliteConnection>>);
+pub(super) struct Conn<'a>(MutexGuard<'a, Option<Slot>>);
 
 impl std::ops::Deref for Conn<'_> {
     type Target = SqliteConnection;
     fn deref(&self) -> &SqliteConnection {
-        self.0.as_ref().expect("checked out connections are open")
+        &self
+            .0
+            .as_ref()
+            .expect("checked out connections are open")
+            .conn
     }
 }
 
 impl std::ops::DerefMut for Conn<'_> {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.slot().conn
+    }
+}
+
+impl Conn<'_> {
+    fn slot(&mut self) -> &mut Slot {
         self.0.as_mut().expect("checked out connections are open")
+    }
+
+    /// Runs `batch` in this connection's write transaction, opening one (in the same round
+    /// trip) if none is open; returns every row its statements produced, in statement order.
+    /// The transaction stays open for more batches: inspect the rows, then
+    /// [`commit`](Self::commit) or [`rollback`](Self::rollback). On error it has already been
+    /// rolled back.
+    pub async fn batch(&mut self, batch: Batch<'_>) -> Result<Vec<SqliteRow>> {
+        if let Some(e) = batch.error {
+            self.rollback().await;
+            return Err(Error::Backend(sqlx::Error::Encode(e)));
+        }
+        let slot = self.slot();
+        let sql = if slot.in_batch {
+            if batch.sql.is_empty() {
+                return Ok(Vec::new());
+            }
+            batch.sql
+        } else {
+            slot.in_batch = true;
+            format!("BEGIN IMMEDIATE;{}", batch.sql)
+        };
+        let query = sqlx::query_with(&sql, batch.args).persistent(batch.persistent);
+        let result = slot.conn.fetch_all(query).await;
+        match result {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                self.rollback().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    pub async fn commit(&mut self) -> Result<()> {
+        if let Err(e) = self.slot().conn.execute("COMMIT").await {
+            // A failed COMMIT can leave the transaction open.
+            self.rollback().await;
+            return Err(e.into());
+        }
+        self.slot().in_batch = false;
+        Ok(())
+    }
+
+    pub async fn rollback(&mut self) {
+        let slot = self.slot();
+        // Fails only when there is nothing to roll back (the batch failed before BEGIN ran).
+        let _ = slot.conn.execute("ROLLBACK").await;
+        slot.in_batch = false;
+    }
+}
+
+/// Statements sent to SQLite in one round trip. Values bind to plain `?` placeholders left to
+/// right across all the statements; numbered ones (`?1`) would index the whole batch's values,
+/// so they have no place here.
+pub(super) struct Batch<'q> {
+    sql: String,
+    args: SqliteArguments<'q>,
+    error: Option<sqlx::error::BoxDynError>,
+    persistent: bool,
+}
+
+impl<'q> Batch<'q> {
+    pub fn new() -> Self {
+        Self {
+            sql: String::new(),
+            args: SqliteArguments::default(),
+            error: None,
+            persistent: true,
+        }
+    }
+
+    /// Keeps the statements out of the prepared-statement cache: for batches whose text
+    /// depends on their input, which would only churn it.
+    pub fn one_off(mut self) -> Self {
+        self.persistent = false;
+        self
+    }
+
+    pub fn push(&mut self, statement: &str) -> &mut Self {
+        self.sql.push('\n');
+        self.sql.push_str(statement);
+        self.sql.push(';');
+        self
+    }
+
+    pub fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: 'q + Encode<'q, sqlx::Sqlite> + Type<sqlx::Sqlite>,
+    {
+        if let Err(e) = self.args.add(value)
+            && self.error.is_none()
+        {
+            self.error = Some(e);
+        }
+        self
+    }
+
+    /// The length of its SQL text, which SQLite caps (1,000,000 bytes by default).
+    pub fn len(&self) -> usize {
+        self.sql.len()
+    }
+
+    /// Runs the statements inside `tx`, in one round trip.
+    pub async fn execute_in(self, tx: &mut sqlx::SqliteConnection) -> Result<()> {
+        if let Some(e) = self.error {
+            return Err(Error::Backend(sqlx::Error::Encode(e)));
+        }
+        let query = sqlx::query_with(&self.sql, self.args).persistent(self.persistent);
+        tx.execute(query).await?;
+        Ok(())
     }
 }
 
@@ -45,7 +177,10 @@ impl Conns {
     pub async fn open(opts: &SqliteConnectOptions, count: usize) -> Result<Self> {
         let mut conns = Vec::with_capacity(count);
         for _ in 0..count.max(1) {
-            conns.push(Mutex::new(Some(opts.connect().await?)));
+            conns.push(Mutex::new(Some(Slot {
+                conn: opts.connect().await?,
+                in_batch: false,
+            })));
         }
         Ok(Self {
             conns,
@@ -57,12 +192,17 @@ impl Conns {
     pub async fn get(&self) -> Result<Conn<'_>> {
         let n = self.conns.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let guard = match (0..n).find_map(|i| self.conns[(start + i) % n].try_lock().ok()) {
+        let mut guard = match (0..n).find_map(|i| self.conns[(start + i) % n].try_lock().ok()) {
             Some(guard) => guard,
             None => self.conns[start % n].lock().await,
         };
-        if guard.is_none() {
+        let Some(slot) = guard.as_mut() else {
             return Err(Error::Backend(sqlx::Error::PoolClosed));
+        };
+        if slot.in_batch {
+            // The last user was cancelled between its batch and its commit.
+            let _ = slot.conn.execute("ROLLBACK").await;
+            slot.in_batch = false;
         }
         Ok(Conn(guard))
     }
@@ -70,8 +210,8 @@ impl Conns {
     /// Closes every connection once its current user is done; later checkouts fail.
     pub async fn close(&self) {
         for conn in &self.conns {
-            if let Some(conn) = conn.lock().await.take()
-                && let Err(e) = conn.close().await
+            if let Some(slot) = conn.lock().await.take()
+                && let Err(e) = slot.conn.close().await
             {
                 tracing::warn!(error = %e, "could not close a database connection");
             }

@@ -15,7 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSyn
 use sqlx::{Connection, Row, Sqlite, Transaction};
 use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
 
-use super::conns::Conns;
+use super::conns::{Batch, Conn, Conns};
 use super::{
     AttemptResult, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error, EventQuery,
     EventRecord, FileWrite, KeyRecord, MetaStore, NamespaceUsage, NewEvent, NewKey, Result, Scope,
@@ -119,40 +119,44 @@ const KEY_COLUMNS: &str =
 const ENTRY_COLUMNS: &str = "path, kind, size, mode, mtime, sha256, target";
 
 async fn append_event(tx: &mut Transaction<'_, Sqlite>, ev: &NewEvent) -> Result<()> {
+    let mut b = Batch::new();
+    push_event(&mut b, ev);
+    b.execute_in(tx).await
+}
+
+/// Appends `ev` and fans it out to the matching webhook subscriptions (the outbox).
+fn push_event<'q>(b: &mut Batch<'q>, ev: &'q NewEvent) {
+    let ws = ev.workspace.as_str();
+    let ns = ev.namespace.as_ref().map(|n| n.as_str());
     // All writes go through one connection, so transactions commit in the order they run and
     // the MAX below sees every earlier commit: times strictly increase in commit order.
-    let seq: i64 = sqlx::query_scalar(
+    b.push(
         "INSERT INTO events (id, type, workspace_id, namespace, key_id, created_at, data)
-         VALUES (?1, ?2, ?3, ?4, ?5,
-                 MAX(?6, COALESCE((SELECT MAX(created_at) FROM events WHERE workspace_id = ?3), 0) + 1),
-                 ?7)
-         RETURNING seq",
+         VALUES (?, ?, ?, ?, ?,
+                 MAX(?, COALESCE((SELECT MAX(created_at) FROM events WHERE workspace_id = ?), 0) + 1),
+                 ?)",
     )
     .bind(ev.id.as_str())
     .bind(ev.kind)
-    .bind(ev.workspace.as_str())
-    .bind(ev.namespace.as_ref().map(|n| n.as_str()))
+    .bind(ws)
+    .bind(ns)
     .bind(ev.key_id.as_ref().map(|k| k.as_str()))
     .bind(ev.created_at.0)
-    .bind(&ev.data)
-    .fetch_one(&mut **tx)
-    .await?;
-    // Fan out to matching subscriptions in the same transaction: the outbox.
-    sqlx::query(
+    .bind(ws)
+    .bind(&ev.data);
+    b.push(
         "INSERT INTO deliveries (webhook_id, event_seq, state, next_attempt_at, updated_at)
-         SELECT w.id, ?1, 'pending', ?2, ?2 FROM webhooks w
-         WHERE w.workspace_id = ?3 AND w.enabled = 1 AND w.deleted_at IS NULL
-           AND (w.namespace IS NULL OR w.namespace = ?4)
-           AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value IN ('*', ?5))",
+         SELECT w.id, (SELECT seq FROM events WHERE id = ?), 'pending', ?, ? FROM webhooks w
+         WHERE w.workspace_id = ? AND w.enabled = 1 AND w.deleted_at IS NULL
+           AND (w.namespace IS NULL OR w.namespace = ?)
+           AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value IN ('*', ?))",
     )
-    .bind(seq)
+    .bind(ev.id.as_str())
     .bind(ev.created_at.0)
-    .bind(ev.workspace.as_str())
-    .bind(ev.namespace.as_ref().map(|n| n.as_str()))
-    .bind(ev.kind)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .bind(ev.created_at.0)
+    .bind(ws)
+    .bind(ns)
+    .bind(ev.kind);
 }
 
 const WEBHOOK_COLUMNS: &str = "w.id, w.workspace_id, w.url, w.events, w.namespace, w.description, \
@@ -223,15 +227,16 @@ fn writable(path: &NsPath, existing: &[(String, String)]) -> Result<()> {
     Ok(())
 }
 
-/// Bumps (creating if needed) the namespace row; returns the new generation.
-async fn bump_generation(
-    tx: &mut Transaction<'_, Sqlite>,
-    ws: &WorkspaceId,
-    ns: &Namespace,
+/// Bumps (creating if needed) the namespace row; its one row holds the new generation, and
+/// there is none when the namespace is deleted.
+fn push_bump_generation<'q>(
+    b: &mut Batch<'q>,
+    ws: &'q WorkspaceId,
+    ns: &'q Namespace,
     now: Micros,
-) -> Result<i64> {
+) {
     // A deleted (or purging) namespace refuses every change; a purged one starts afresh.
-    let row = sqlx::query(
+    b.push(
         "INSERT INTO namespaces (workspace_id, name, generation, created_at) VALUES (?, ?, 1, ?)
          ON CONFLICT (workspace_id, name) DO UPDATE SET
            generation = generation + 1, state = 'active', deleted_at = NULL, purged_at = NULL
@@ -240,54 +245,60 @@ async fn bump_generation(
     )
     .bind(ws.as_str())
     .bind(ns.as_str())
-    .bind(now.0)
-    .fetch_optional(&mut **tx)
-    .await?;
-    match row {
-        Some(row) => Ok(row.try_get(0)?),
-        None => Err(Error::NamespaceDeleted(ns.to_string())),
-    }
+    .bind(now.0);
 }
 
-async fn insert_dir(
-    tx: &mut Transaction<'_, Sqlite>,
-    ws: &WorkspaceId,
-    ns: &Namespace,
+/// The generation a batch's rows carry: the namespace's, once bumped earlier in the batch.
+const GENERATION: &str = "(SELECT generation FROM namespaces WHERE workspace_id = ? AND name = ?)";
+
+/// The generation read back from a batch's rows (the one column named `generation`), or
+/// `NamespaceDeleted` when the bump found the namespace deleted.
+fn generation_in(rows: &[SqliteRow], ns: &Namespace) -> Result<i64> {
+    for row in rows {
+        if let Ok(g) = row.try_get::<i64, _>("generation") {
+            return Ok(g);
+        }
+    }
+    Err(Error::NamespaceDeleted(ns.to_string()))
+}
+
+/// Inserts directory `dir` unless something is already at its path.
+fn push_insert_dir<'q>(
+    b: &mut Batch<'q>,
+    ws: &'q WorkspaceId,
+    ns: &'q Namespace,
     dir: &NsPath,
     mtime: Micros,
-    generation: i64,
-) -> Result<()> {
-    sqlx::query(
+) {
+    b.push(&format!(
         "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size, mode, mtime, generation)
-         VALUES (?, ?, ?, ?, ?, 'dir', 0, ?, ?, ?)",
-    )
+         VALUES (?, ?, ?, ?, ?, 'dir', 0, ?, ?, {GENERATION})
+         ON CONFLICT (workspace_id, namespace, path) DO NOTHING"
+    ))
     .bind(ws.as_str())
     .bind(ns.as_str())
-    .bind(dir.as_str())
+    .bind(dir.as_str().to_owned())
     .bind(dir.parent().unwrap_or_else(NsPath::root).as_str().to_owned())
-    .bind(dir.name())
+    .bind(dir.name().to_owned())
     .bind(0o755_i64)
     .bind(mtime.0)
-    .bind(generation)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .bind(ws.as_str())
+    .bind(ns.as_str());
 }
 
-async fn upsert_file(
-    tx: &mut Transaction<'_, Sqlite>,
-    ws: &WorkspaceId,
-    ns: &Namespace,
-    file: &FileWrite,
-    generation: i64,
-) -> Result<()> {
-    sqlx::query(
+fn push_upsert_file<'q>(
+    b: &mut Batch<'q>,
+    ws: &'q WorkspaceId,
+    ns: &'q Namespace,
+    file: &'q FileWrite,
+) {
+    b.push(&format!(
         "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size, mode, mtime, sha256, generation)
-         VALUES (?, ?, ?, ?, ?, 'file', ?, ?, ?, ?, ?)
+         VALUES (?, ?, ?, ?, ?, 'file', ?, ?, ?, ?, {GENERATION})
          ON CONFLICT (workspace_id, namespace, path) DO UPDATE SET
            kind = 'file', size = excluded.size, mode = excluded.mode, mtime = excluded.mtime,
-           sha256 = excluded.sha256, target = NULL, generation = excluded.generation",
-    )
+           sha256 = excluded.sha256, target = NULL, generation = excluded.generation"
+    ))
     .bind(ws.as_str())
     .bind(ns.as_str())
     .bind(file.path.as_str())
@@ -296,23 +307,21 @@ async fn upsert_file(
     .bind(file.size as i64)
     .bind(file.mode as i64)
     .bind(file.mtime.0)
-    .bind(&file.sha256)
-    .bind(generation)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .bind(file.sha256.as_str())
+    .bind(ws.as_str())
+    .bind(ns.as_str());
 }
 
 /// Deletes everything below `p`, and `p` itself when `inclusive`.
-async fn delete_subtree(
-    tx: &mut Transaction<'_, Sqlite>,
-    ws: &WorkspaceId,
-    ns: &Namespace,
-    p: &NsPath,
+fn push_delete_subtree<'q>(
+    b: &mut Batch<'q>,
+    ws: &'q WorkspaceId,
+    ns: &'q Namespace,
+    p: &'q NsPath,
     inclusive: bool,
-) -> Result<()> {
+) {
     let (lo, hi) = subtree_range(p);
-    sqlx::query(
+    b.push(
         "DELETE FROM files WHERE workspace_id = ? AND namespace = ?
            AND ((path = ? AND ?) OR (path >= ? AND path < ?))",
     )
@@ -320,11 +329,20 @@ async fn delete_subtree(
     .bind(ns.as_str())
     .bind(p.as_str())
     .bind(inclusive)
-    .bind(&lo)
-    .bind(&hi)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .bind(lo)
+    .bind(hi);
+}
+
+/// How much SQL one round trip carries at most; SQLite refuses more than 1,000,000 bytes.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Sends `b` when it has grown to [`BATCH_BYTES`], returning an empty batch to go on with.
+async fn flush_if_full<'q>(conn: &mut Conn<'_>, b: Batch<'q>) -> Result<Batch<'q>> {
+    if b.len() < BATCH_BYTES {
+        return Ok(b);
+    }
+    conn.batch(b).await?;
+    Ok(Batch::new().one_off())
 }
 
 /// Upper bound of the key range holding everything below directory `p`: paths under `p` start
@@ -547,20 +565,43 @@ impl MetaStore for SqliteStore {
         file: &FileWrite,
         event: &NewEvent,
     ) -> Result<()> {
-        let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
-        let existing = existing_kinds(&mut *tx, ws, ns, &file.path).await?;
-        writable(&file.path, &existing)?;
-        let generation = bump_generation(&mut tx, ws, ns, file.mtime).await?;
+        // One round trip does it all; the first statement reads the tree as it was, which
+        // decides whether the rest stands.
+        let mut wanted = file.path.ancestors();
+        wanted.push(file.path.clone());
+        let mut b = Batch::new();
+        b.push(&format!(
+            "SELECT path, kind FROM files WHERE workspace_id = ? AND namespace = ? AND path IN ({})",
+            vec!["?"; wanted.len()].join(", ")
+        ))
+        .bind(ws.as_str())
+        .bind(ns.as_str());
+        for p in &wanted {
+            b.bind(p.as_str().to_owned());
+        }
+        push_bump_generation(&mut b, ws, ns, file.mtime);
         for dir in file.path.ancestors() {
-            if !existing.iter().any(|(p, _)| p == dir.as_str()) {
-                insert_dir(&mut tx, ws, ns, &dir, file.mtime, generation).await?;
+            push_insert_dir(&mut b, ws, ns, &dir, file.mtime);
+        }
+        push_upsert_file(&mut b, ws, ns, file);
+        push_event(&mut b, event);
+
+        let mut conn = self.writer.get().await?;
+        let rows = conn.batch(b).await?;
+        let checked = generation_in(&rows, ns).and_then(|_| {
+            let existing = rows
+                .iter()
+                .filter_map(|r| Some((r.try_get("path").ok()?, r.try_get("kind").ok()?)))
+                .collect::<Vec<(String, String)>>();
+            writable(&file.path, &existing)
+        });
+        match checked {
+            Ok(()) => conn.commit().await,
+            Err(e) => {
+                conn.rollback().await;
+                Err(e)
             }
         }
-        upsert_file(&mut tx, ws, ns, file, generation).await?;
-        append_event(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn commit_delete(
@@ -570,10 +611,9 @@ impl MetaStore for SqliteStore {
         path: &NsPath,
         event: &NewEvent,
     ) -> Result<Option<Vec<NsPath>>> {
+        let mut b = Batch::new();
         let (lo, hi) = subtree_range(path);
-        let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
-        let rows = sqlx::query(
+        b.push(
             "DELETE FROM files WHERE workspace_id = ? AND namespace = ?
                AND (path = ? OR (path >= ? AND path < ?))
              RETURNING path, kind",
@@ -581,24 +621,35 @@ impl MetaStore for SqliteStore {
         .bind(ws.as_str())
         .bind(ns.as_str())
         .bind(path.as_str())
-        .bind(&lo)
-        .bind(&hi)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
+        .bind(lo)
+        .bind(hi);
+        push_bump_generation(&mut b, ws, ns, event.created_at);
+        push_event(&mut b, event);
+
+        let mut conn = self.writer.get().await?;
+        let rows = conn.batch(b).await?;
+        let deleted: Vec<&SqliteRow> = rows
+            .iter()
+            .filter(|r| r.try_get::<&str, _>("kind").is_ok())
+            .collect();
+        if deleted.is_empty() {
+            // Nothing was there: no change, no event.
+            conn.rollback().await;
             return Ok(None);
         }
         let mut files = Vec::new();
-        for row in &rows {
+        for row in deleted {
             if row.try_get::<&str, _>("kind")? == "dir" {
                 continue;
             }
             let p: String = row.try_get("path")?;
             files.push(NsPath::parse(&p)?);
         }
-        bump_generation(&mut tx, ws, ns, event.created_at).await?;
-        append_event(&mut tx, event).await?;
-        tx.commit().await?;
+        if let Err(e) = generation_in(&rows, ns) {
+            conn.rollback().await;
+            return Err(e);
+        }
+        conn.commit().await?;
         Ok(Some(files))
     }
 
@@ -609,27 +660,33 @@ impl MetaStore for SqliteStore {
         files: &[FileWrite],
         event: &NewEvent,
     ) -> Result<()> {
-        let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
-        let generation = bump_generation(&mut tx, ws, ns, event.created_at).await?;
-        sqlx::query("DELETE FROM files WHERE workspace_id = ? AND namespace = ?")
-            .bind(ws.as_str())
-            .bind(ns.as_str())
-            .execute(&mut *tx)
-            .await?;
         let mut dirs = std::collections::BTreeSet::new();
         for f in files {
             dirs.extend(f.path.ancestors());
         }
+        let mut conn = self.writer.get().await?;
+        let mut b = Batch::new().one_off();
+        push_bump_generation(&mut b, ws, ns, event.created_at);
+        b.push("DELETE FROM files WHERE workspace_id = ? AND namespace = ?")
+            .bind(ws.as_str())
+            .bind(ns.as_str());
+        let rows = conn.batch(b).await?;
+        if let Err(e) = generation_in(&rows, ns) {
+            conn.rollback().await;
+            return Err(e);
+        }
+        let mut b = Batch::new().one_off();
         for dir in &dirs {
-            insert_dir(&mut tx, ws, ns, dir, event.created_at, generation).await?;
+            push_insert_dir(&mut b, ws, ns, dir, event.created_at);
+            b = flush_if_full(&mut conn, b).await?;
         }
         for f in files {
-            upsert_file(&mut tx, ws, ns, f, generation).await?;
+            push_upsert_file(&mut b, ws, ns, f);
+            b = flush_if_full(&mut conn, b).await?;
         }
-        append_event(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(())
+        push_event(&mut b, event);
+        conn.batch(b).await?;
+        conn.commit().await
     }
 
     async fn commit_tree_ops(
@@ -639,90 +696,102 @@ impl MetaStore for SqliteStore {
         ops: &[TreeOp],
         events: &[NewEvent],
     ) -> Result<(u64, u64)> {
-        let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
         let now = events.first().map_or_else(Micros::now, |e| e.created_at);
-        let (before, after) = if ops.is_empty() {
-            let g: Option<i64> = sqlx::query_scalar(
-                "SELECT generation FROM namespaces WHERE workspace_id = ? AND name = ?",
-            )
-            .bind(ws.as_str())
-            .bind(ns.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            (g.unwrap_or(0), g.unwrap_or(0))
+        let mut conn = self.writer.get().await?;
+        // An exec that changed nothing sends the same text every time; keep that one prepared.
+        let mut b = if ops.is_empty() {
+            Batch::new()
         } else {
-            let g = bump_generation(&mut tx, ws, ns, now).await?;
-            (g - 1, g)
+            Batch::new().one_off()
         };
+        if ops.is_empty() {
+            b.push("SELECT generation FROM namespaces WHERE workspace_id = ? AND name = ?")
+                .bind(ws.as_str())
+                .bind(ns.as_str());
+        } else {
+            push_bump_generation(&mut b, ws, ns, now);
+        }
+        // The first batch is sent alone only when there is more than fits with it.
+        let mut first = None;
         for op in ops {
             match op {
                 TreeOp::Clear => {
-                    sqlx::query("DELETE FROM files WHERE workspace_id = ? AND namespace = ?")
+                    b.push("DELETE FROM files WHERE workspace_id = ? AND namespace = ?")
                         .bind(ws.as_str())
-                        .bind(ns.as_str())
-                        .execute(&mut *tx)
-                        .await?;
+                        .bind(ns.as_str());
                 }
-                TreeOp::Delete(p) => delete_subtree(&mut tx, ws, ns, p, true).await?,
-                TreeOp::DeleteBelow(p) => delete_subtree(&mut tx, ws, ns, p, false).await?,
+                TreeOp::Delete(p) => push_delete_subtree(&mut b, ws, ns, p, true),
+                TreeOp::DeleteBelow(p) => push_delete_subtree(&mut b, ws, ns, p, false),
                 TreeOp::Dir(p, mtime) => {
-                    sqlx::query(
+                    b.push(
                         "DELETE FROM files WHERE workspace_id = ? AND namespace = ? AND path = ?
                            AND kind <> 'dir'",
                     )
                     .bind(ws.as_str())
                     .bind(ns.as_str())
-                    .bind(p.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                    let exists: Option<i64> = sqlx::query_scalar(
-                        "SELECT 1 FROM files WHERE workspace_id = ? AND namespace = ? AND path = ?",
-                    )
-                    .bind(ws.as_str())
-                    .bind(ns.as_str())
-                    .bind(p.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if exists.is_none() {
-                        insert_dir(&mut tx, ws, ns, p, *mtime, after).await?;
-                    }
+                    .bind(p.as_str());
+                    push_insert_dir(&mut b, ws, ns, p, *mtime);
                 }
                 TreeOp::File(f) => {
-                    delete_subtree(&mut tx, ws, ns, &f.path, false).await?;
-                    upsert_file(&mut tx, ws, ns, f, after).await?;
+                    push_delete_subtree(&mut b, ws, ns, &f.path, false);
+                    push_upsert_file(&mut b, ws, ns, f);
                 }
                 TreeOp::Symlink {
                     path,
                     target,
                     mtime,
                 } => {
-                    delete_subtree(&mut tx, ws, ns, path, true).await?;
-                    sqlx::query(
+                    push_delete_subtree(&mut b, ws, ns, path, true);
+                    b.push(&format!(
                         "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size,
                            mode, mtime, target, generation)
-                         VALUES (?, ?, ?, ?, ?, 'symlink', ?, ?, ?, ?, ?)",
-                    )
+                         VALUES (?, ?, ?, ?, ?, 'symlink', ?, ?, ?, ?, {GENERATION})"
+                    ))
                     .bind(ws.as_str())
                     .bind(ns.as_str())
                     .bind(path.as_str())
-                    .bind(path.parent().unwrap_or_else(NsPath::root).as_str().to_owned())
+                    .bind(
+                        path.parent()
+                            .unwrap_or_else(NsPath::root)
+                            .as_str()
+                            .to_owned(),
+                    )
                     .bind(path.name())
                     .bind(target.len() as i64)
                     .bind(0o777_i64)
                     .bind(mtime.0)
-                    .bind(target)
-                    .bind(after)
-                    .execute(&mut *tx)
-                    .await?;
+                    .bind(target.as_str())
+                    .bind(ws.as_str())
+                    .bind(ns.as_str());
                 }
+            }
+            if b.len() > BATCH_BYTES {
+                let full = std::mem::replace(&mut b, Batch::new().one_off());
+                let rows = conn.batch(full).await?;
+                first.get_or_insert(rows);
             }
         }
         for ev in events {
-            append_event(&mut tx, ev).await?;
+            push_event(&mut b, ev);
         }
-        tx.commit().await?;
-        Ok((before as u64, after as u64))
+        let rows = conn.batch(b).await?;
+        let first = first.unwrap_or(rows);
+        let generation = match generation_in(&first, ns) {
+            // An exec on a namespace never written has nothing to read the generation from.
+            Err(_) if ops.is_empty() => 0,
+            Err(e) => {
+                conn.rollback().await;
+                return Err(e);
+            }
+            Ok(g) => g,
+        };
+        conn.commit().await?;
+        let before = if ops.is_empty() {
+            generation
+        } else {
+            generation - 1
+        };
+        Ok((before as u64, generation as u64))
     }
 
     async fn tree(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<Vec<Entry>> {
@@ -1071,7 +1140,10 @@ impl MetaStore for SqliteStore {
         if let Some(seq) = q.before_seq {
             query = query.bind(seq);
         }
-        let rows = query.bind(q.limit as i64).fetch_all(&mut *self.reader.get().await?).await?;
+        let rows = query
+            .bind(q.limit as i64)
+            .fetch_all(&mut *self.reader.get().await?)
+            .await?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -1269,24 +1341,23 @@ impl MetaStore for SqliteStore {
 
     async fn append_audit(&self, records: &[AuditRecord]) -> Result<()> {
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut b = Batch::new().one_off();
         for r in records {
-            sqlx::query(
+            b.push(
                 "INSERT INTO audit (workspace_id, key_id, namespace, operation, path, status, created_at)
                  VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(r.workspace.as_str())
-            .bind(&r.key_id)
-            .bind(&r.namespace)
-            .bind(&r.operation)
-            .bind(&r.path)
+            .bind(r.key_id.as_str())
+            .bind(r.namespace.as_deref())
+            .bind(r.operation.as_str())
+            .bind(r.path.as_deref())
             .bind(i64::from(r.status))
-            .bind(r.created_at.0)
-            .execute(&mut *tx)
-            .await?;
+            .bind(r.created_at.0);
+            b = flush_if_full(&mut conn, b).await?;
         }
-        tx.commit().await?;
-        Ok(())
+        conn.batch(b).await?;
+        conn.commit().await
     }
 
     async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
