@@ -405,6 +405,70 @@ async fn abandoned_writes_are_whole_or_absent(store: Arc<dyn MetaStore>) {
     assert_eq!(store.generation(&ws(), &a).await.unwrap(), 80 + present);
 }
 
+/// Concurrent writes are committed together; a bad one among them fails alone and takes
+/// nothing else with it.
+async fn concurrent_writes_fail_alone(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    let a = ns("alice");
+    for path in ["f", "d/inner"] {
+        store
+            .commit_write(
+                &ws(),
+                &a,
+                &file(path, 1),
+                &ev("file.written", Some("alice")),
+            )
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        // Every sixth write is refused: under a file, or onto a directory.
+        let path = match i % 6 {
+            0 => format!("f/under-{i}"),
+            3 => "d".to_owned(),
+            _ => format!("ok/{}/file-{i}", i % 4),
+        };
+        let store = Arc::clone(&store);
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = store
+                .commit_write(
+                    &ws(),
+                    &a,
+                    &file(&path, 1),
+                    &ev("file.written", Some("alice")),
+                )
+                .await;
+            (path, r)
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (path, r) = t.await.unwrap();
+        if path.starts_with("ok/") {
+            r.unwrap();
+            ok += 1;
+            assert!(
+                store
+                    .get_entry(&ws(), &a, &p(&path))
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+        } else {
+            assert!(matches!(r, Err(Error::Conflict(_))), "{path}: {r:?}");
+        }
+    }
+    assert_eq!(ok, 40);
+    let files = store.tree(&ws(), &a).await.unwrap();
+    let files = files.iter().filter(|e| e.kind == EntryKind::File).count();
+    assert_eq!(files, 2 + 40);
+    assert_eq!(store.generation(&ws(), &a).await.unwrap(), 2 + 40);
+    let events = store.recent_events(&ws(), 1000).await.unwrap();
+    assert_eq!(events.len(), 2 + 40);
+}
+
 /// A store, and whatever must live as long as it (a temporary directory).
 type Fixture = (Arc<dyn MetaStore>, Option<tempfile::TempDir>);
 
@@ -442,6 +506,7 @@ macro_rules! stores {
             case!(namespaces_do_not_see_each_other);
             case!(large_tree_commits_are_whole);
             case!(abandoned_writes_are_whole_or_absent);
+            case!(concurrent_writes_fail_alone);
         })*
     };
 }

@@ -17,16 +17,17 @@
 //! `Transaction` queues the rollback on the connection when dropped, and a batch left open is
 //! rolled back by the next checkout.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{Arguments, ConnectOptions, Connection, Encode, Executor, Type};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{Error, Result};
 
 pub(super) struct Conns {
-    conns: Vec<Mutex<Option<Slot>>>,
+    conns: Vec<Arc<Mutex<Option<Slot>>>>,
     /// Where the next checkout starts looking, so load spreads over the connections.
     next: AtomicUsize,
 }
@@ -37,10 +38,11 @@ struct Slot {
     in_batch: bool,
 }
 
-/// A checked-out connection; derefs to it.
-pub(super) struct Conn<'a>(MutexGuard<'a, Option<Slot>>);
+/// A checked-out connection; derefs to it. It owns its checkout, so work that must not be
+/// abandoned halfway can take it onto a task of its own.
+pub(super) struct Conn(OwnedMutexGuard<Option<Slot>>);
 
-impl std::ops::Deref for Conn<'_> {
+impl std::ops::Deref for Conn {
     type Target = SqliteConnection;
     fn deref(&self) -> &SqliteConnection {
         &self
@@ -51,13 +53,13 @@ impl std::ops::Deref for Conn<'_> {
     }
 }
 
-impl std::ops::DerefMut for Conn<'_> {
+impl std::ops::DerefMut for Conn {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
         &mut self.slot().conn
     }
 }
 
-impl Conn<'_> {
+impl Conn {
     fn slot(&mut self) -> &mut Slot {
         self.0.as_mut().expect("checked out connections are open")
     }
@@ -177,10 +179,10 @@ impl Conns {
     pub async fn open(opts: &SqliteConnectOptions, count: usize) -> Result<Self> {
         let mut conns = Vec::with_capacity(count);
         for _ in 0..count.max(1) {
-            conns.push(Mutex::new(Some(Slot {
+            conns.push(Arc::new(Mutex::new(Some(Slot {
                 conn: opts.connect().await?,
                 in_batch: false,
-            })));
+            }))));
         }
         Ok(Self {
             conns,
@@ -189,12 +191,17 @@ impl Conns {
     }
 
     /// A free connection if there is one, else the first to come free in turn.
-    pub async fn get(&self) -> Result<Conn<'_>> {
+    pub async fn get(&self) -> Result<Conn> {
         let n = self.conns.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut guard = match (0..n).find_map(|i| self.conns[(start + i) % n].try_lock().ok()) {
+        let free = (0..n).find_map(|i| {
+            Arc::clone(&self.conns[(start + i) % n])
+                .try_lock_owned()
+                .ok()
+        });
+        let mut guard = match free {
             Some(guard) => guard,
-            None => self.conns[start % n].lock().await,
+            None => Arc::clone(&self.conns[start % n]).lock_owned().await,
         };
         let Some(slot) = guard.as_mut() else {
             return Err(Error::Backend(sqlx::Error::PoolClosed));

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::{Connection, Row, Sqlite, Transaction};
+use tokio::sync::oneshot;
 use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
 
 use super::conns::{Batch, Conn, Conns};
@@ -29,6 +30,8 @@ const READERS: usize = 4;
 pub struct SqliteStore {
     reader: Arc<Conns>,
     writer: Arc<Conns>,
+    /// File writes waiting for `writer`, committed together.
+    queue: WriteQueue,
 }
 
 impl SqliteStore {
@@ -54,7 +57,11 @@ impl SqliteStore {
         } else {
             Arc::new(Conns::open(&opts.create_if_missing(false).read_only(true), READERS).await?)
         };
-        Ok(Self { reader, writer })
+        Ok(Self {
+            reader,
+            writer,
+            queue: WriteQueue::default(),
+        })
     }
 
     pub async fn close(&self) {
@@ -333,11 +340,137 @@ fn push_delete_subtree<'q>(
     .bind(hi);
 }
 
+/// A file write waiting for a group commit.
+struct QueuedWrite {
+    ws: WorkspaceId,
+    ns: Namespace,
+    file: FileWrite,
+    event: NewEvent,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// The writes waiting for the writer connection, in arrival order.
+#[derive(Default)]
+struct WriteQueue {
+    writes: std::sync::Mutex<Vec<(u64, QueuedWrite)>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// A write's place in the queue; leaving it (a cancelled caller) withdraws the write unless a
+/// commit has already taken it.
+struct Queued<'a> {
+    queue: &'a WriteQueue,
+    id: u64,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        let mut writes = self.queue.writes.lock().unwrap_or_else(|e| e.into_inner());
+        writes.retain(|(id, _)| *id != self.id);
+    }
+}
+
+impl WriteQueue {
+    fn push(&self, w: QueuedWrite) -> Queued<'_> {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        writes.push((id, w));
+        Queued { queue: self, id }
+    }
+
+    fn take(&self) -> Vec<QueuedWrite> {
+        let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        writes.drain(..).map(|(_, w)| w).collect()
+    }
+}
+
+/// One write's statements: the first reads what is at the path and its parents before the
+/// write, which [`check_write`] uses to decide whether the rest stands.
+fn push_write<'q>(b: &mut Batch<'q>, w: &'q QueuedWrite) {
+    let mut wanted = w.file.path.ancestors();
+    wanted.push(w.file.path.clone());
+    b.push(&format!(
+        "SELECT path, kind FROM files WHERE workspace_id = ? AND namespace = ? AND path IN ({})",
+        vec!["?"; wanted.len()].join(", ")
+    ))
+    .bind(w.ws.as_str())
+    .bind(w.ns.as_str());
+    for p in &wanted {
+        b.bind(p.as_str().to_owned());
+    }
+    push_bump_generation(b, &w.ws, &w.ns, w.file.mtime);
+    for dir in w.file.path.ancestors() {
+        push_insert_dir(b, &w.ws, &w.ns, &dir, w.file.mtime);
+    }
+    push_upsert_file(b, &w.ws, &w.ns, &w.file);
+    push_event(b, &w.event);
+}
+
+fn check_write(w: &QueuedWrite, rows: &[SqliteRow]) -> Result<()> {
+    generation_in(rows, &w.ns)?;
+    let existing = rows
+        .iter()
+        .filter_map(|r| Some((r.try_get("path").ok()?, r.try_get("kind").ok()?)))
+        .collect::<Vec<(String, String)>>();
+    writable(&w.file.path, &existing)
+}
+
+/// Commits `group` in one transaction and tells each write how it went. If any of them fails
+/// its check (a conflict, a deleted namespace) or the transaction fails, it is rolled back and
+/// each write is committed alone, so one bad write costs the others only time.
+///
+/// Each write is its own batch, a round trip apiece: one batch for the whole group would be
+/// new text every time, and preparing its statements afresh costs more than the round trips
+/// the prepared, cached per-write text saves.
+async fn commit_writes(mut conn: Conn, group: Vec<QueuedWrite>) {
+    if group.len() > 1 {
+        let mut all_ok = true;
+        for w in &group {
+            let mut b = Batch::new();
+            push_write(&mut b, w);
+            let ok = match conn.batch(b).await {
+                Ok(rows) => check_write(w, &rows).is_ok(),
+                Err(_) => false,
+            };
+            if !ok {
+                all_ok = false;
+                break;
+            }
+        }
+        if all_ok && conn.commit().await.is_ok() {
+            for w in group {
+                let _ = w.done.send(Ok(()));
+            }
+            return;
+        }
+        conn.rollback().await;
+    }
+    for w in group {
+        let r = commit_one(&mut conn, &w).await;
+        let _ = w.done.send(r);
+    }
+}
+
+async fn commit_one(conn: &mut Conn, w: &QueuedWrite) -> Result<()> {
+    let mut b = Batch::new();
+    push_write(&mut b, w);
+    let rows = conn.batch(b).await?;
+    match check_write(w, &rows) {
+        Ok(()) => conn.commit().await,
+        Err(e) => {
+            conn.rollback().await;
+            Err(e)
+        }
+    }
+}
+
 /// How much SQL one round trip carries at most; SQLite refuses more than 1,000,000 bytes.
 const BATCH_BYTES: usize = 64 * 1024;
 
 /// Sends `b` when it has grown to [`BATCH_BYTES`], returning an empty batch to go on with.
-async fn flush_if_full<'q>(conn: &mut Conn<'_>, b: Batch<'q>) -> Result<Batch<'q>> {
+async fn flush_if_full<'q>(conn: &mut Conn, b: Batch<'q>) -> Result<Batch<'q>> {
     if b.len() < BATCH_BYTES {
         return Ok(b);
     }
@@ -565,43 +698,29 @@ impl MetaStore for SqliteStore {
         file: &FileWrite,
         event: &NewEvent,
     ) -> Result<()> {
-        // One round trip does it all; the first statement reads the tree as it was, which
-        // decides whether the rest stands.
-        let mut wanted = file.path.ancestors();
-        wanted.push(file.path.clone());
-        let mut b = Batch::new();
-        b.push(&format!(
-            "SELECT path, kind FROM files WHERE workspace_id = ? AND namespace = ? AND path IN ({})",
-            vec!["?"; wanted.len()].join(", ")
-        ))
-        .bind(ws.as_str())
-        .bind(ns.as_str());
-        for p in &wanted {
-            b.bind(p.as_str().to_owned());
-        }
-        push_bump_generation(&mut b, ws, ns, file.mtime);
-        for dir in file.path.ancestors() {
-            push_insert_dir(&mut b, ws, ns, &dir, file.mtime);
-        }
-        push_upsert_file(&mut b, ws, ns, file);
-        push_event(&mut b, event);
-
-        let mut conn = self.writer.get().await?;
-        let rows = conn.batch(b).await?;
-        let checked = generation_in(&rows, ns).and_then(|_| {
-            let existing = rows
-                .iter()
-                .filter_map(|r| Some((r.try_get("path").ok()?, r.try_get("kind").ok()?)))
-                .collect::<Vec<(String, String)>>();
-            writable(&file.path, &existing)
+        // Group commit: queue the write, then take the writer. Whoever gets it commits every
+        // write queued by then in one transaction, so concurrent writers share one commit
+        // instead of each waiting in line for its own.
+        let (done, mut result) = oneshot::channel();
+        let queued = self.queue.push(QueuedWrite {
+            ws: ws.clone(),
+            ns: ns.clone(),
+            file: file.clone(),
+            event: event.clone(),
+            done,
         });
-        match checked {
-            Ok(()) => conn.commit().await,
-            Err(e) => {
-                conn.rollback().await;
-                Err(e)
-            }
+        let conn = self.writer.get().await?;
+        if let Ok(r) = result.try_recv() {
+            return r;
         }
+        let group = self.queue.take();
+        drop(queued);
+        // Once taken from the queue, the writes are committed on a task of their own: a
+        // cancelled caller must not leave them half-done, their writers told they failed.
+        tokio::spawn(commit_writes(conn, group));
+        result
+            .await
+            .unwrap_or(Err(Error::Backend(sqlx::Error::WorkerCrashed)))
     }
 
     async fn commit_delete(
