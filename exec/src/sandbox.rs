@@ -4,7 +4,8 @@
 //! child (never by forking the multi-threaded server for namespace setup) with an empty
 //! environment, its arguments passed through a memfd (`--args`) so `/proc/1/cmdline` shows no
 //! host path, every other inherited descriptor marked close-on-exec, as a dedicated
-//! unprivileged uid, in a per-exec cgroup joined before bwrap runs. The sandbox sees read-only
+//! unprivileged uid, in a per-exec cgroup joined before bwrap runs (ahead of time: see
+//! `Prestarted`). The sandbox sees read-only
 //! `/usr`, a synthetic `/etc`, fresh `/proc` and `/dev`, size-capped tmpfs `/tmp` and home, and
 //! the workspace; it has no network, and runs under the seccomp filters of [`crate::seccomp`].
 
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::cgroup::{CgroupLimits, Cgroups};
+use crate::cgroup::{Cgroup, CgroupLimits, Cgroups};
 
 /// Where the workspace appears inside the sandbox, and the command's working directory.
 pub const HOME: &str = "/home/agent";
@@ -90,6 +91,30 @@ pub struct Sandbox {
     cfg: SandboxConfig,
     cgroups: Cgroups,
     filters: [Vec<u8>; 2],
+    /// Launchers started ahead of the execs that will use them.
+    ready: std::sync::Mutex<Vec<Prestarted>>,
+}
+
+/// How many launchers wait ready at most; an exec that finds none starts its own.
+const PRESTARTED: usize = 2;
+
+/// The longest script a prestarted launcher takes: one argument's worth (`MAX_ARG_STRLEN`).
+/// Longer ones are launched directly, which reports the kernel's refusal as it is.
+const MAX_DEFERRED_SCRIPT: usize = 128 * 1024 - 1;
+
+/// A launcher forked ahead of time, already in its own cgroup and under the sandbox uid,
+/// blocked until it is given its script.
+///
+/// Joining a cgroup is the slow part of starting a sandbox: moving a task between cgroups
+/// waits for an RCU grace period, measured at 2–10 ms here, more than bwrap takes to start.
+/// A launcher that joins while the previous exec runs takes that off the next exec's path.
+struct Prestarted {
+    cgroup: Cgroup,
+    child: tokio::process::Child,
+    /// The launcher's `--args` memfd (its descriptor 3), empty until [`Sandbox::go`] fills it.
+    args: OwnedFd,
+    /// The pipe the launcher reads its script from; closing it empty sends it away.
+    script: OwnedFd,
 }
 
 const PASSWD: &str = "root:x:0:0:root:/root:/usr/sbin/nologin\n\
@@ -98,8 +123,10 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
 const GROUP: &str = "root:x:0:\nagent:x:1000:\nnogroup:x:65534:\n";
 const HOSTS: &str = "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost\n";
 
-/// Descriptor numbers inside the launcher, in the order `fds` are passed.
+/// Descriptor numbers inside the launcher, in the order `fds` are passed: the options, then
+/// [`DATA_FDS`] files they refer to.
 const FIRST_FD: RawFd = 3;
+const DATA_FDS: usize = 5;
 
 impl Sandbox {
     /// Checks everything a sandbox needs, and runs one; the error says what is missing.
@@ -135,6 +162,7 @@ impl Sandbox {
             cfg,
             cgroups,
             filters,
+            ready: std::sync::Mutex::new(Vec::new()),
         };
         sandbox.self_test().await?;
         Ok(sandbox)
@@ -202,52 +230,164 @@ impl Sandbox {
         stdin: Option<Vec<u8>>,
         cancel: &CancellationToken,
     ) -> io::Result<RunResult> {
-        let limits = self.cfg.limits;
-        let cgroup = self.cgroups.create(
-            &random_name(),
-            CgroupLimits {
-                memory_bytes: limits.memory_bytes,
-                pids: limits.pids,
-                cpu_millis: limits.cpu_millis,
-            },
-        )?;
-        let result = self.run_in(&cgroup, workspace, script, stdin, cancel).await;
+        let ready = if script.len() < MAX_DEFERRED_SCRIPT {
+            self.ready.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        } else {
+            None
+        };
+        let launched = match ready.map(|p| self.go(p, workspace, script)) {
+            Some(Ok(launched)) => launched,
+            failed => {
+                if let Some(Err(e)) = failed {
+                    tracing::warn!(error = %e, "a prestarted launcher failed; starting one now");
+                }
+                self.launch(workspace, script)?
+            }
+        };
+        // Start the next exec's launcher while this sandbox boots.
+        self.refill();
+        let (cgroup, child, started) = launched;
+        let result = self.supervise(&cgroup, child, started, stdin, cancel).await;
         let oom_killed = cgroup.oom_kills() > 0;
         let pids_exhausted = cgroup.pids_exhausted();
-        // Empty now (`run_in` waited for that); removing it need not delay the answer.
-        tokio::spawn(async move {
-            if let Err(e) = cgroup.destroy().await {
-                tracing::warn!(error = %e, "could not remove an exec cgroup");
-            }
-        });
+        // Empty now (`supervise` waited for that); removing it need not delay the answer.
+        remove_later(cgroup);
         let mut r = result?;
         r.oom_killed = oom_killed;
         r.pids_exhausted = pids_exhausted;
         Ok(r)
     }
 
-    /// The bwrap command for `argv` over `workspace`, and the descriptors it reads (kept open
-    /// by the caller until the child has started). `procs` are the cgroup files to join.
-    fn command(
+    fn new_cgroup(&self) -> io::Result<Cgroup> {
+        let limits = self.cfg.limits;
+        self.cgroups.create(
+            &random_name(),
+            CgroupLimits {
+                memory_bytes: limits.memory_bytes,
+                pids: limits.pids,
+                cpu_millis: limits.cpu_millis,
+            },
+        )
+    }
+
+    /// Starts a sandbox the direct way: a new cgroup, joined by the launcher on its way to
+    /// exec bwrap.
+    fn launch(
         &self,
         workspace: &Path,
-        argv: &[&str],
-        procs: Vec<CString>,
-    ) -> io::Result<(tokio::process::Command, Vec<OwnedFd>)> {
+        script: &str,
+    ) -> io::Result<(Cgroup, tokio::process::Child, Instant)> {
+        let cgroup = self.new_cgroup()?;
+        let (mut cmd, fds) = self.command(
+            workspace,
+            &["/bin/bash", "-c", script],
+            cgroup.procs_files(),
+            None,
+        )?;
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let spawned = cmd.spawn();
+        // The launcher has its own copies of the descriptors now.
+        drop(fds);
+        match spawned {
+            Ok(child) => Ok((cgroup, child, started)),
+            Err(e) => {
+                remove_later(cgroup);
+                Err(e)
+            }
+        }
+    }
+
+    /// How many prestarted launchers are waiting.
+    pub fn prestarted(&self) -> usize {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Adds a prestarted launcher if fewer than [`PRESTARTED`] are waiting.
+    fn refill(&self) {
+        if self.ready.lock().unwrap_or_else(|e| e.into_inner()).len() >= PRESTARTED {
+            return;
+        }
+        match self.prestart() {
+            Ok(p) => self.ready.lock().unwrap_or_else(|e| e.into_inner()).push(p),
+            Err(e) => tracing::warn!(error = %e, "could not prestart a sandbox launcher"),
+        }
+    }
+
+    fn prestart(&self) -> io::Result<Prestarted> {
+        let cgroup = self.new_cgroup()?;
+        let (script_rx, script_tx) = io::pipe()?;
+        let deferred = Deferred {
+            script: script_rx.as_raw_fd(),
+            buf: Vec::with_capacity(MAX_DEFERRED_SCRIPT + 1),
+            bwrap: CString::new(self.cfg.bwrap.as_os_str().as_encoded_bytes())
+                .map_err(io::Error::other)?,
+            argv: ["--args", "3", "--", "/bin/bash", "-c"]
+                .map(|a| CString::new(a).expect("no NUL")),
+        };
+        // The workspace is not known yet: the options go into the memfd at `go`.
+        let (mut cmd, mut fds) = self.command(
+            Path::new(""),
+            &["/bin/bash", "-c"],
+            cgroup.procs_files(),
+            Some(deferred),
+        )?;
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Returns as soon as the launcher has closed what it inherited, before it joins its
+        // cgroup: the slow part happens off this thread.
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                remove_later(cgroup);
+                return Err(e);
+            }
+        };
+        drop(script_rx);
+        let args = fds.swap_remove(0);
+        Ok(Prestarted {
+            cgroup,
+            child,
+            args,
+            script: script_tx.into(),
+        })
+    }
+
+    /// Sends a prestarted launcher on its way: its options (now that the workspace is known),
+    /// then its script.
+    fn go(
+        &self,
+        p: Prestarted,
+        workspace: &Path,
+        script: &str,
+    ) -> io::Result<(Cgroup, tokio::process::Child, Instant)> {
+        let started = Instant::now();
+        let sent = self.options(workspace).and_then(|opts| {
+            // At offset 0 without moving the shared offset: bwrap reads from 0.
+            rustix::io::pwrite(&p.args, &opts, 0)?;
+            let mut pipe = std::fs::File::from(p.script);
+            pipe.write_all(script.as_bytes())
+        });
+        match sent {
+            Ok(()) => Ok((p.cgroup, p.child, started)),
+            Err(e) => {
+                discard(p.cgroup, p.child);
+                Err(e)
+            }
+        }
+    }
+
+    /// bwrap's options for a sandbox over `workspace`, NUL-separated, as `--args` reads them.
+    fn options(&self, workspace: &Path) -> io::Result<Vec<u8>> {
         let workspace = workspace
             .to_str()
             .ok_or_else(|| io::Error::other("workspace path is not UTF-8"))?;
         let tmp = self.cfg.limits.tmp_bytes.to_string();
         // Descriptor 3 is this argument list; 4.. are the data it refers to, in this order.
-        let [deny, clone3] = &self.filters;
-        let data = [
-            deny.as_slice(),
-            clone3,
-            PASSWD.as_bytes(),
-            GROUP.as_bytes(),
-            HOSTS.as_bytes(),
-        ];
-        let fd: Vec<String> = (0..=data.len())
+        let fd: Vec<String> = (0..=DATA_FDS)
             .map(|i| (FIRST_FD + i as RawFd).to_string())
             .collect();
         #[rustfmt::skip]
@@ -281,12 +421,38 @@ impl Sandbox {
             // Last: everything above is in place before the root turns read-only.
             "--remount-ro", "/",
         ];
-        let mut arg_bytes = Vec::new();
+        let mut bytes = Vec::new();
         for a in &args {
-            arg_bytes.extend_from_slice(a.as_bytes());
-            arg_bytes.push(0);
+            bytes.extend_from_slice(a.as_bytes());
+            bytes.push(0);
         }
-        let mut fds = vec![memfd(&arg_bytes)?];
+        Ok(bytes)
+    }
+
+    /// The bwrap command for `argv` over `workspace`, and the descriptors it reads (kept open
+    /// by the caller until the child has started). `procs` are the cgroup files to join. A
+    /// `deferred` launcher gets an empty options memfd and waits for its script (see
+    /// [`Prestarted`]).
+    fn command(
+        &self,
+        workspace: &Path,
+        argv: &[&str],
+        procs: Vec<CString>,
+        deferred: Option<Deferred>,
+    ) -> io::Result<(tokio::process::Command, Vec<OwnedFd>)> {
+        let options = match deferred {
+            Some(_) => Vec::new(),
+            None => self.options(workspace)?,
+        };
+        let [deny, clone3] = &self.filters;
+        let data: [&[u8]; DATA_FDS] = [
+            deny.as_slice(),
+            clone3,
+            PASSWD.as_bytes(),
+            GROUP.as_bytes(),
+            HOSTS.as_bytes(),
+        ];
+        let mut fds = vec![memfd(&options)?];
         for d in data {
             fds.push(memfd(d)?);
         }
@@ -294,16 +460,17 @@ impl Sandbox {
         // bwrap takes options only from the --args file; the command (the agent's own text,
         // no host detail) stays on the command line.
         cmd.arg("--args")
-            .arg(&fd[0])
+            .arg(FIRST_FD.to_string())
             .arg("--")
             .args(argv)
             .env_clear()
             .kill_on_drop(true);
-        let setup = LauncherSetup {
+        let mut setup = LauncherSetup {
             procs,
             uid: self.cfg.uid,
             gid: self.cfg.gid,
             fds: fds.iter().map(AsRawFd::as_raw_fd).collect(),
+            deferred,
         };
         // SAFETY: the closure runs between fork and exec in the child; `LauncherSetup::apply`
         // makes only async-signal-safe syscalls on data prepared before the fork.
@@ -321,7 +488,7 @@ impl Sandbox {
         workspace: &Path,
         argv: &[&str],
     ) -> io::Result<std::process::ExitStatus> {
-        let (mut cmd, fds) = self.command(workspace, argv, Vec::new())?;
+        let (mut cmd, fds) = self.command(workspace, argv, Vec::new(), None)?;
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -331,31 +498,18 @@ impl Sandbox {
         child.wait().await
     }
 
-    async fn run_in(
+    /// Feeds a started sandbox its input, collects its output, and waits until it exits, the
+    /// time limit passes or `cancel` fires; then until every process of its cgroup is gone.
+    async fn supervise(
         &self,
-        cgroup: &crate::cgroup::Cgroup,
-        workspace: &Path,
-        script: &str,
+        cgroup: &Cgroup,
+        mut child: tokio::process::Child,
+        started: Instant,
         stdin: Option<Vec<u8>>,
         cancel: &CancellationToken,
     ) -> io::Result<RunResult> {
         let limits = self.cfg.limits;
-        let (mut cmd, fds) = self.command(
-            workspace,
-            &["/bin/bash", "-c", script],
-            cgroup.procs_files(),
-        )?;
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let started = Instant::now();
-        let mut child = cmd.spawn()?;
-        drop(fds);
-
+        // Without input the pipe closes here: the command reads end-of-file at once.
         if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), stdin) {
             tokio::spawn(async move {
                 // The command may exit without reading its input; that is not an error.
@@ -390,6 +544,40 @@ impl Sandbox {
             pids_exhausted: false,
             duration,
         })
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let ready = std::mem::take(&mut *self.ready.lock().unwrap_or_else(|e| e.into_inner()));
+        for p in ready {
+            // An empty script sends the launcher away.
+            drop(p.script);
+            discard(p.cgroup, p.child);
+        }
+    }
+}
+
+/// Removes an exec's cgroup in the background (when there is a runtime to do that on).
+fn remove_later(cgroup: Cgroup) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            if let Err(e) = cgroup.destroy().await {
+                tracing::warn!(error = %e, "could not remove an exec cgroup");
+            }
+        });
+    }
+}
+
+/// Disposes of a launcher that will not run: kills it, then removes its cgroup once it is
+/// gone.
+fn discard(cgroup: Cgroup, mut child: tokio::process::Child) {
+    let _ = child.start_kill();
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            let _ = child.wait().await;
+            remove_later(cgroup);
+        });
     }
 }
 
@@ -470,20 +658,45 @@ struct LauncherSetup {
     uid: u32,
     gid: u32,
     fds: Vec<RawFd>,
+    deferred: Option<Deferred>,
+}
+
+/// What a prestarted launcher needs to wait for its script and exec bwrap with it, all
+/// allocated before the fork.
+struct Deferred {
+    /// The read end of the script pipe.
+    script: RawFd,
+    /// Room for the script and its NUL.
+    buf: Vec<u8>,
+    bwrap: CString,
+    /// bwrap's arguments before the script.
+    argv: [CString; 5],
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 impl LauncherSetup {
-    #[allow(unsafe_code)]
-    fn apply(&self) -> io::Result<()> {
-        fn check(r: libc::c_int) -> io::Result<()> {
-            if r < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
+    fn apply(&mut self) -> io::Result<()> {
+        if self.deferred.is_some() {
+            self.wait_and_exec()
         }
-        // SAFETY: plain syscalls on valid, NUL-terminated paths and descriptors this process
-        // owns; nothing here allocates or takes a lock.
+        self.enter_cgroup_as_sandbox_user()?;
+        let first = self.place_fds()?;
+        // Everything else is closed at exec.
+        close_from(first, libc::CLOSE_RANGE_CLOEXEC)
+    }
+
+    /// Joins the cgroup, drops to the sandbox uid, dies with the server, leaves the terminal.
+    #[allow(unsafe_code)]
+    fn enter_cgroup_as_sandbox_user(&self) -> io::Result<()> {
+        // SAFETY: plain syscalls on valid, NUL-terminated paths; nothing here allocates or
+        // takes a lock.
         unsafe {
             for p in &self.procs {
                 let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -504,31 +717,116 @@ impl LauncherSetup {
                 rlim_max: 0,
             };
             check(libc::setrlimit(libc::RLIMIT_CORE, &core))?;
-            // Move the prepared descriptors out of the way first, so placing one at 3 + i can
-            // never clobber another that happens to sit there.
-            let mut high = [0 as RawFd; 8];
-            if self.fds.len() > high.len() {
-                return Err(io::Error::other("too many descriptors"));
-            }
-            for (i, &fd) in self.fds.iter().enumerate() {
-                high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
-                check(high[i])?;
-            }
-            for (i, &fd) in high[..self.fds.len()].iter().enumerate() {
-                check(libc::dup2(fd, FIRST_FD + i as RawFd))?;
-            }
-            // Everything else is closed at exec.
-            let first = (FIRST_FD as usize + self.fds.len()) as libc::c_uint;
-            let r = libc::syscall(
-                libc::SYS_close_range,
-                first,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            );
-            if r < 0 {
-                return Err(io::Error::last_os_error());
-            }
         }
         Ok(())
     }
+
+    /// Puts the prepared descriptors (and a deferred launcher's script pipe after them) at
+    /// 3, 4, …; returns the first number past them.
+    #[allow(unsafe_code)]
+    fn place_fds(&self) -> io::Result<RawFd> {
+        let script = self.deferred.as_ref().map(|d| d.script);
+        let wanted: &[RawFd] = &self.fds;
+        let count = wanted.len() + usize::from(script.is_some());
+        // Move them out of the way first, so placing one at 3 + i can never clobber another
+        // that happens to sit there.
+        let mut high = [0 as RawFd; 8];
+        if count > high.len() {
+            return Err(io::Error::other("too many descriptors"));
+        }
+        // SAFETY: plain syscalls on descriptors this process owns.
+        unsafe {
+            for (i, &fd) in wanted.iter().chain(script.as_ref()).enumerate() {
+                high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
+                check(high[i])?;
+            }
+            for (i, &fd) in high[..count].iter().enumerate() {
+                check(libc::dup2(fd, FIRST_FD + i as RawFd))?;
+            }
+        }
+        Ok(FIRST_FD + count as RawFd)
+    }
+
+    /// A prestarted launcher's life: close what it inherited (which also tells the parent,
+    /// through std's error pipe, that it has started), join its cgroup as the sandbox user,
+    /// then wait for its script and exec bwrap with it. Failures end the process: the exec
+    /// that sends it a script sees it exit.
+    #[allow(unsafe_code)]
+    fn wait_and_exec(&mut self) -> ! {
+        let fail = |code| -> ! {
+            // SAFETY: ends this forked process without running any of the parent's code.
+            unsafe { libc::_exit(code) }
+        };
+        let Ok(first) = self.place_fds() else {
+            fail(126)
+        };
+        // Closed, not merely marked: a launcher that waits must not hold other execs' pipes
+        // open meanwhile.
+        if close_from(first, 0).is_err() || self.enter_cgroup_as_sandbox_user().is_err() {
+            fail(126)
+        }
+        let script_fd = first - 1;
+        let d = self.deferred.as_mut().expect("a deferred launcher");
+        let room = d.buf.capacity() - 1;
+        let buf = d.buf.as_mut_ptr();
+        let mut len = 0;
+        // SAFETY: reads into the spare capacity allocated before the fork, never past it; the
+        // pointers handed to execve are NUL-terminated strings that outlive the call.
+        unsafe {
+            loop {
+                let n = libc::read(script_fd, buf.add(len).cast(), room - len);
+                if n > 0 {
+                    len += n as usize;
+                    if len == room {
+                        fail(126)
+                    }
+                } else if n == 0 {
+                    break;
+                } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                    fail(126)
+                }
+            }
+            if len == 0 {
+                // Sent away unused.
+                fail(0)
+            }
+            *buf.add(len) = 0;
+            libc::close(script_fd);
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            let argv: [*const libc::c_char; 8] = [
+                d.bwrap.as_ptr(),
+                d.argv[0].as_ptr(),
+                d.argv[1].as_ptr(),
+                d.argv[2].as_ptr(),
+                d.argv[3].as_ptr(),
+                d.argv[4].as_ptr(),
+                buf.cast_const().cast(),
+                std::ptr::null(),
+            ];
+            let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+            libc::execve(d.bwrap.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        }
+        fail(127)
+    }
+}
+
+/// Closes (`flags` 0) or marks close-on-exec every descriptor from `first` up.
+#[allow(unsafe_code)]
+fn close_from(first: RawFd, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: a plain syscall on this process's own descriptor table.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            flags,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -102,3 +102,108 @@ async fn timeout_kills_the_whole_tree() {
     drop(ov);
     wc.destroy();
 }
+
+/// Processes running as `uid` on this host.
+fn processes_of(uid: u32) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| e.metadata().is_ok_and(|m| m.uid() == uid))
+        .count()
+}
+
+/// Launchers started ahead of their exec (already in a cgroup, waiting for a script) run
+/// exactly like fresh ones, and none outlives its sandbox.
+#[tokio::test]
+async fn prestarted_launchers_run_like_fresh_ones() {
+    let tmp = tempfile::Builder::new()
+        .prefix("warren-exec")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let uid = 60_012;
+    let sb = Sandbox::probe(SandboxConfig {
+        bwrap: "/usr/bin/bwrap".into(),
+        base_dir: tmp.path().join("exec"),
+        uid,
+        gid: uid,
+        limits: Limits::default(),
+    })
+    .await
+    .unwrap();
+    // The probe's own run left launchers waiting for the first exec.
+    assert!(sb.prestarted() > 0);
+    let wc = WorkCopy::create(sb.work_copy_dir(), sb.owner()).unwrap();
+    for i in 0..6 {
+        let before = sb.prestarted();
+        let ov = Overlay::mount(sb.run_dir(), wc.path(), sb.owner(), 1 << 20, 100).unwrap();
+        let r = sb
+            .run(
+                ov.merged(),
+                &format!("echo \"run {i}: $(cat)\" 'quoted $HOME'; ls /proc/self/fd; exit {i}"),
+                Some(format!("input {i}").into_bytes()),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Exited(i), "{r:?}");
+        // Only stdin, stdout, stderr and the descriptor `ls` opens on the directory.
+        assert_eq!(
+            String::from_utf8_lossy(&r.stdout),
+            format!("run {i}: input {i} quoted $HOME\n0\n1\n2\n3\n"),
+        );
+        assert!(
+            r.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(
+            before > 0 && sb.prestarted() > 0,
+            "run {i} had no launcher waiting"
+        );
+    }
+    // A memory bomb in a prestarted launcher meets its cgroup's limit.
+    let small = Limits {
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    // Its own base directory: a probe clears what it finds there.
+    let sb2 = sandbox(&tmp.path().join("second"), small).await;
+    assert!(sb2.prestarted() > 0);
+    let wc2 = WorkCopy::create(sb2.work_copy_dir(), sb2.owner()).unwrap();
+    let ov = Overlay::mount(sb2.run_dir(), wc2.path(), sb2.owner(), 1 << 20, 100).unwrap();
+    let r = sb2
+        .run(
+            ov.merged(),
+            "head -c 200000000 /dev/zero | tail > /dev/null",
+            None,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(r.oom_killed, "{r:?}");
+    drop(ov);
+    wc2.destroy();
+    drop(sb2);
+
+    assert!(
+        processes_of(uid) > 0,
+        "the waiting launchers run as the sandbox uid"
+    );
+    drop(sb);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while processes_of(uid) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "launchers outlived their sandbox"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wc.destroy();
+}
