@@ -231,7 +231,7 @@ impl Sandbox {
         cancel: &CancellationToken,
     ) -> io::Result<RunResult> {
         let ready = if script.len() < MAX_DEFERRED_SCRIPT {
-            self.ready.lock().unwrap_or_else(|e| e.into_inner()).pop()
+            self.ready().pop()
         } else {
             None
         };
@@ -300,18 +300,22 @@ impl Sandbox {
         }
     }
 
+    fn ready(&self) -> std::sync::MutexGuard<'_, Vec<Prestarted>> {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// How many prestarted launchers are waiting.
     pub fn prestarted(&self) -> usize {
-        self.ready.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.ready().len()
     }
 
     /// Adds a prestarted launcher if fewer than [`PRESTARTED`] are waiting.
     fn refill(&self) {
-        if self.ready.lock().unwrap_or_else(|e| e.into_inner()).len() >= PRESTARTED {
+        if self.ready().len() >= PRESTARTED {
             return;
         }
         match self.prestart() {
-            Ok(p) => self.ready.lock().unwrap_or_else(|e| e.into_inner()).push(p),
+            Ok(p) => self.ready().push(p),
             Err(e) => tracing::warn!(error = %e, "could not prestart a sandbox launcher"),
         }
     }
@@ -549,7 +553,7 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        let ready = std::mem::take(&mut *self.ready.lock().unwrap_or_else(|e| e.into_inner()));
+        let ready = std::mem::take(&mut *self.ready());
         for p in ready {
             // An empty script sends the launcher away.
             drop(p.script);

@@ -164,14 +164,14 @@ impl<'q> Batch<'q> {
         self.sql.len()
     }
 
-    /// Runs the statements inside `tx`, in one round trip.
-    pub async fn execute_in(self, tx: &mut sqlx::SqliteConnection) -> Result<()> {
+    /// Runs the statements on `conn` as they are (inside its open transaction, if any), in
+    /// one round trip; returns every row they produced, in statement order.
+    pub async fn run_on(self, conn: &mut SqliteConnection) -> Result<Vec<SqliteRow>> {
         if let Some(e) = self.error {
             return Err(Error::Backend(sqlx::Error::Encode(e)));
         }
         let query = sqlx::query_with(&self.sql, self.args).persistent(self.persistent);
-        tx.execute(query).await?;
-        Ok(())
+        Ok(conn.fetch_all(query).await?)
     }
 }
 

@@ -128,7 +128,8 @@ const ENTRY_COLUMNS: &str = "path, kind, size, mode, mtime, sha256, target";
 async fn append_event(tx: &mut Transaction<'_, Sqlite>, ev: &NewEvent) -> Result<()> {
     let mut b = Batch::new();
     push_event(&mut b, ev);
-    b.execute_in(tx).await
+    b.run_on(tx).await?;
+    Ok(())
 }
 
 /// Appends `ev` and fans it out to the matching webhook subscriptions (the outbox).
@@ -195,29 +196,31 @@ fn webhook_from_row(row: &SqliteRow) -> Result<Webhook> {
     })
 }
 
-/// The kinds of `path` and its ancestors that exist, as `(path, kind)`.
-async fn existing_kinds<'e, E>(
-    exec: E,
-    ws: &WorkspaceId,
-    ns: &Namespace,
+/// Reads what exists at `path` and its ancestors; [`kinds_in`] picks the answer out of the rows.
+fn push_existing_kinds<'q>(
+    b: &mut Batch<'q>,
+    ws: &'q WorkspaceId,
+    ns: &'q Namespace,
     path: &NsPath,
-) -> Result<Vec<(String, String)>>
-where
-    E: sqlx::Executor<'e, Database = Sqlite>,
-{
+) {
     let mut wanted = path.ancestors();
     wanted.push(path.clone());
-    let placeholders = vec!["?"; wanted.len()].join(", ");
-    let sql = format!(
-        "SELECT path, kind FROM files WHERE workspace_id = ? AND namespace = ? AND path IN ({placeholders})"
-    );
-    let mut q = sqlx::query_as::<_, (String, String)>(&sql)
-        .bind(ws.as_str())
-        .bind(ns.as_str());
+    b.push(&format!(
+        "SELECT path, kind FROM files WHERE workspace_id = ? AND namespace = ? AND path IN ({})",
+        vec!["?"; wanted.len()].join(", ")
+    ))
+    .bind(ws.as_str())
+    .bind(ns.as_str());
     for p in &wanted {
-        q = q.bind(p.as_str().to_owned());
+        b.bind(p.as_str().to_owned());
     }
-    Ok(q.fetch_all(exec).await?)
+}
+
+/// The `(path, kind)` rows among `rows`.
+fn kinds_in(rows: &[SqliteRow]) -> Vec<(String, String)> {
+    rows.iter()
+        .filter_map(|r| Some((r.try_get("path").ok()?, r.try_get("kind").ok()?)))
+        .collect()
 }
 
 fn writable(path: &NsPath, existing: &[(String, String)]) -> Result<()> {
@@ -389,17 +392,7 @@ impl WriteQueue {
 /// One write's statements: the first reads what is at the path and its parents before the
 /// write, which [`check_write`] uses to decide whether the rest stands.
 fn push_write<'q>(b: &mut Batch<'q>, w: &'q QueuedWrite) {
-    let mut wanted = w.file.path.ancestors();
-    wanted.push(w.file.path.clone());
-    b.push(&format!(
-        "SELECT path, kind FROM files WHERE workspace_id = ? AND namespace = ? AND path IN ({})",
-        vec!["?"; wanted.len()].join(", ")
-    ))
-    .bind(w.ws.as_str())
-    .bind(w.ns.as_str());
-    for p in &wanted {
-        b.bind(p.as_str().to_owned());
-    }
+    push_existing_kinds(b, &w.ws, &w.ns, &w.file.path);
     push_bump_generation(b, &w.ws, &w.ns, w.file.mtime);
     for dir in w.file.path.ancestors() {
         push_insert_dir(b, &w.ws, &w.ns, &dir, w.file.mtime);
@@ -410,11 +403,7 @@ fn push_write<'q>(b: &mut Batch<'q>, w: &'q QueuedWrite) {
 
 fn check_write(w: &QueuedWrite, rows: &[SqliteRow]) -> Result<()> {
     generation_in(rows, &w.ns)?;
-    let existing = rows
-        .iter()
-        .filter_map(|r| Some((r.try_get("path").ok()?, r.try_get("kind").ok()?)))
-        .collect::<Vec<(String, String)>>();
-    writable(&w.file.path, &existing)
+    writable(&w.file.path, &kinds_in(rows))
 }
 
 /// Commits `group` in one transaction and tells each write how it went. If any of them fails
@@ -687,8 +676,10 @@ impl MetaStore for SqliteStore {
     }
 
     async fn check_writable(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> Result<()> {
-        let existing = existing_kinds(&mut *self.reader.get().await?, ws, ns, path).await?;
-        writable(path, &existing)
+        let mut b = Batch::new();
+        push_existing_kinds(&mut b, ws, ns, path);
+        let rows = b.run_on(&mut *self.reader.get().await?).await?;
+        writable(path, &kinds_in(&rows))
     }
 
     async fn commit_write(
