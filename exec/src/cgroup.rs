@@ -33,6 +33,9 @@ enum Layout {
     },
 }
 
+/// How old an empty exec cgroup must be before a starting server removes it.
+const STALE_AFTER: Duration = Duration::from_secs(60);
+
 /// Where per-exec cgroups are created.
 #[derive(Debug, Clone)]
 pub struct Cgroups {
@@ -79,6 +82,39 @@ impl Cgroups {
             Layout::V1 { memory, pids, cpu }
         };
         Ok(Self { layout })
+    }
+
+    /// Removes exec cgroups that an earlier process left behind (a crash, or a stop that could
+    /// not finish): those with no process in them, created over a minute ago, so that a group
+    /// another server on this host has just made for its next exec is left alone.
+    pub fn sweep_stale(&self) -> usize {
+        let parents: Vec<&PathBuf> = match &self.layout {
+            Layout::V1 { memory, pids, cpu } => {
+                let mut p = vec![memory, pids];
+                p.extend(cpu.iter());
+                p
+            }
+            Layout::V2 { parent } => vec![parent],
+        };
+        let mut removed = 0;
+        for parent in parents {
+            let Ok(children) = std::fs::read_dir(parent) else {
+                continue;
+            };
+            for child in children.flatten() {
+                let old = child
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STALE_AFTER);
+                // rmdir refuses a group that still has processes (EBUSY).
+                if old && child.path().is_dir() && std::fs::remove_dir(child.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
     }
 
     /// Creates the cgroup for one exec with its limits.
@@ -235,6 +271,27 @@ impl Cgroup {
                     .find_map(|l| l.strip_prefix("max ").map(|v| v.trim() != "0"))
             })
             .unwrap_or(false)
+    }
+
+    /// Kills what is left and removes the group, on this thread: for `Drop`, when the runtime
+    /// that would run [`Cgroup::destroy`] may already be shutting down.
+    pub fn destroy_blocking(self) -> io::Result<()> {
+        self.kill_all_blocking()?;
+        for d in &self.dirs {
+            let mut tries = 0;
+            loop {
+                match std::fs::remove_dir(d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(_) if tries < 500 => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Kills what is left and removes the group.

@@ -99,7 +99,7 @@ pub struct Sandbox {
 const PRESTARTED: usize = 2;
 
 /// The longest script a prestarted launcher takes: one argument's worth (`MAX_ARG_STRLEN`).
-/// Longer ones are launched directly, which reports the kernel's refusal as it is.
+/// Longer ones are launched directly, with the script on a descriptor.
 const MAX_DEFERRED_SCRIPT: usize = 128 * 1024 - 1;
 
 /// A launcher forked ahead of time, already in its own cgroup and under the sandbox uid,
@@ -127,6 +127,12 @@ const HOSTS: &str = "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost\n";
 /// [`DATA_FDS`] files they refer to.
 const FIRST_FD: RawFd = 3;
 const DATA_FDS: usize = 5;
+/// Where a script too long for one argument arrives: after the options and the data.
+const SCRIPT_FD: RawFd = FIRST_FD + 1 + DATA_FDS as RawFd;
+const _: () = assert!(SCRIPT_FD == 9, "READ_SCRIPT names descriptor 9");
+/// What bash runs for such a script: read it whole from [`SCRIPT_FD`], close that (so the
+/// command sees only 0–2, like every other exec), then run it as `-c` would.
+const READ_SCRIPT: &str = "IFS= read -r -d '' __warren_script <&9; exec 9<&-; eval \"unset __warren_script; $__warren_script\"";
 
 impl Sandbox {
     /// Checks everything a sandbox needs, and runs one; the error says what is missing.
@@ -157,6 +163,10 @@ impl Sandbox {
             }
         }
         let cgroups = Cgroups::detect()?;
+        let swept = cgroups.sweep_stale();
+        if swept > 0 {
+            tracing::info!(swept, "removed exec cgroups an earlier run left behind");
+        }
         let filters = crate::seccomp::filters()?;
         let sandbox = Self {
             cfg,
@@ -278,12 +288,18 @@ impl Sandbox {
         script: &str,
     ) -> io::Result<(Cgroup, tokio::process::Child, Instant)> {
         let cgroup = self.new_cgroup()?;
-        let (mut cmd, fds) = self.command(
-            workspace,
-            &["/bin/bash", "-c", script],
-            cgroup.procs_files(),
-            None,
-        )?;
+        // One argument holds at most `MAX_ARG_STRLEN` bytes; a longer script comes in on a
+        // descriptor, which bash reads and closes before running it.
+        let (argv, script_fd) = if script.len() < MAX_DEFERRED_SCRIPT {
+            (["/bin/bash", "-c", script], None)
+        } else {
+            (
+                ["/bin/bash", "-c", READ_SCRIPT],
+                Some(memfd(script.as_bytes())?),
+            )
+        };
+        let (mut cmd, fds) =
+            self.command(workspace, &argv, cgroup.procs_files(), None, script_fd)?;
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -337,6 +353,7 @@ impl Sandbox {
             &["/bin/bash", "-c"],
             cgroup.procs_files(),
             Some(deferred),
+            None,
         )?;
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -443,6 +460,7 @@ impl Sandbox {
         argv: &[&str],
         procs: Vec<CString>,
         deferred: Option<Deferred>,
+        script: Option<OwnedFd>,
     ) -> io::Result<(tokio::process::Command, Vec<OwnedFd>)> {
         let options = match deferred {
             Some(_) => Vec::new(),
@@ -460,6 +478,8 @@ impl Sandbox {
         for d in data {
             fds.push(memfd(d)?);
         }
+        // Right after the data, at `SCRIPT_FD`.
+        fds.extend(script);
         let mut cmd = tokio::process::Command::new(&self.cfg.bwrap);
         // bwrap takes options only from the --args file; the command (the agent's own text,
         // no host detail) stays on the command line.
@@ -492,7 +512,7 @@ impl Sandbox {
         workspace: &Path,
         argv: &[&str],
     ) -> io::Result<std::process::ExitStatus> {
-        let (mut cmd, fds) = self.command(workspace, argv, Vec::new(), None)?;
+        let (mut cmd, fds) = self.command(workspace, argv, Vec::new(), None, None)?;
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -554,10 +574,14 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let ready = std::mem::take(&mut *self.ready());
-        for p in ready {
-            // An empty script sends the launcher away.
+        for mut p in ready {
+            // An empty script sends the launcher away; its cgroup goes now, not on a task that
+            // a runtime shutting down might never run.
             drop(p.script);
-            discard(p.cgroup, p.child);
+            let _ = p.child.start_kill();
+            if let Err(e) = p.cgroup.destroy_blocking() {
+                tracing::warn!(error = %e, "could not remove a launcher's cgroup");
+            }
         }
     }
 }

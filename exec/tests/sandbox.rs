@@ -105,6 +105,10 @@ async fn timeout_kills_the_whole_tree() {
 
 /// Processes running as `uid` on this host.
 fn processes_of(uid: u32) -> usize {
+    process_dirs(uid).len()
+}
+
+fn process_dirs(uid: u32) -> Vec<std::path::PathBuf> {
     use std::os::unix::fs::MetadataExt;
     std::fs::read_dir("/proc")
         .unwrap()
@@ -116,7 +120,37 @@ fn processes_of(uid: u32) -> usize {
                 .all(|b| b.is_ascii_digit())
         })
         .filter(|e| e.metadata().is_ok_and(|m| m.uid() == uid))
-        .count()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The cgroup directories the processes of `uid` are in (v1 controllers or the v2 group).
+fn cgroups_of(uid: u32) -> Vec<std::path::PathBuf> {
+    let mut dirs = Vec::new();
+    for p in process_dirs(uid) {
+        let Ok(text) = std::fs::read_to_string(p.join("cgroup")) else {
+            continue;
+        };
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+            let (Some(controllers), Some(path)) = (controllers, path) else {
+                continue;
+            };
+            if !path.starts_with("/warren/") {
+                continue;
+            }
+            let base = match controllers {
+                "" => std::path::PathBuf::from("/sys/fs/cgroup"),
+                c if c.split(',').any(|c| c == "memory" || c == "pids") => {
+                    std::path::Path::new("/sys/fs/cgroup").join(c)
+                }
+                _ => continue,
+            };
+            dirs.push(base.join(path.trim_start_matches('/')));
+        }
+    }
+    dirs
 }
 
 /// Launchers started ahead of their exec (already in a cgroup, waiting for a script) run
@@ -196,7 +230,15 @@ async fn prestarted_launchers_run_like_fresh_ones() {
         processes_of(uid) > 0,
         "the waiting launchers run as the sandbox uid"
     );
+    let groups = cgroups_of(uid);
+    assert!(
+        !groups.is_empty() && groups.iter().all(|g| g.is_dir()),
+        "{groups:?}"
+    );
     drop(sb);
+    // Removed by the drop itself, not by a task a stopping runtime may never run.
+    let left: Vec<_> = groups.iter().filter(|g| g.exists()).collect();
+    assert!(left.is_empty(), "cgroups left after the sandbox: {left:?}");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while processes_of(uid) > 0 {
         assert!(
