@@ -28,6 +28,10 @@ pub const MAX_LABEL_CHARS: usize = 128;
 pub const MAX_LISTED: u32 = 200;
 /// Largest archive accepted by import.
 pub const MAX_IMPORT_BYTES: u64 = 10 * 1024 * 1024 * 1024;
+/// An import may always expand to this much...
+const EXPANSION_FREE_BYTES: u64 = 256 * 1024 * 1024;
+/// ...and beyond it to this many times its compressed size.
+const MAX_EXPANSION_RATIO: u64 = 200;
 /// Most entries an archive may hold.
 const MAX_ENTRIES: usize = 1_000_000;
 /// gzip level: the default of `gzip` and `tar -z`.
@@ -243,7 +247,7 @@ impl Snapshots {
         Self::check_label(&label)?;
         let ws = &caller.key.workspace;
         let id = new_id();
-        let mut writer = self.blobs.snapshot_writer(ws, ns, &id);
+        let mut writer = self.blobs.upload_writer(ws, ns, &id);
         while let Some(chunk) = body.next().await {
             let failed = match chunk {
                 Ok(c) if writer.size() + c.len() as u64 > MAX_IMPORT_BYTES => Some(
@@ -259,27 +263,30 @@ impl Snapshots {
                 return Err(err);
             }
         }
-        let written = writer.finish().await?;
-        let checked = async {
-            let blob = self.blobs.read_snapshot(ws, ns, &id).await?;
-            let entries = archive::unpack(blob, None::<fn(&NsPath) -> _>, limits())
-                .await
-                .map_err(archive_error)?;
-            Ok::<_, Error>(
-                entries
-                    .iter()
-                    .filter(|u| u.entry.kind == ArchiveKind::File)
-                    .count() as u64,
+        let uploaded = writer.finish().await?;
+        // What is stored is a canonical archive written from the checked entries, never the
+        // upload itself: a download then holds exactly what a restore would unpack.
+        let repacked = async {
+            let blob = self.blobs.read_upload(ws, ns, &id).await?;
+            let sink = self.blobs.snapshot_writer(ws, ns, &id);
+            archive::repack(
+                blob,
+                limits(expansion_cap(uploaded.size)),
+                COMPRESSION,
+                sink,
             )
+            .await
+            .map_err(archive_error)
         }
         .await;
-        let file_count = match checked {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = self.blobs.delete_snapshot(ws, ns, &id).await;
-                return Err(e);
-            }
-        };
+        if let Err(e) = self.blobs.delete_upload(ws, ns, &id).await {
+            tracing::warn!(error = %e, "could not remove an archive upload");
+        }
+        let (entries, written) = repacked?;
+        let file_count = entries
+            .iter()
+            .filter(|u| u.entry.kind == ArchiveKind::File)
+            .count() as u64;
         let snap = self.record(caller, ns, id, label, written.size, file_count);
         self.catalogue(caller, snap, true).await
     }
@@ -324,7 +331,9 @@ impl Snapshots {
         let unpacked = archive::unpack(
             blob,
             Some(move |p: &NsPath| blobs.staged_writer(&w, &n, &s, p)),
-            limits(),
+            // Stored archives were written by Warren (a snapshot, or an import re-packed after
+            // its expansion was checked).
+            limits(u64::MAX),
         )
         .await
         .map_err(archive_error)?;
@@ -484,11 +493,19 @@ impl Snapshots {
     }
 }
 
-fn limits() -> UnpackLimits {
+fn limits(max_expanded_bytes: u64) -> UnpackLimits {
     UnpackLimits {
         max_entries: MAX_ENTRIES,
         max_file_bytes: MAX_FILE_BYTES,
+        max_expanded_bytes,
     }
+}
+
+/// What an uploaded archive of `compressed` bytes may expand to: anything up to
+/// [`EXPANSION_FREE_BYTES`], beyond that at most [`MAX_EXPANSION_RATIO`] times its size. Real
+/// trees compress 2–20×; a gzip bomb compresses about 1000×.
+fn expansion_cap(compressed: u64) -> u64 {
+    EXPANSION_FREE_BYTES.max(compressed.saturating_mul(MAX_EXPANSION_RATIO))
 }
 
 fn archive_error(e: ArchiveError) -> Error {

@@ -4,6 +4,7 @@
 //! method takes a validated `(WorkspaceId, Namespace, NsPath)` and derives the key through
 //! [`crate::layout`], so a caller cannot name an object outside the namespace it holds.
 
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -70,6 +71,9 @@ pub struct Blob {
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     layout: Layout,
+    /// The directory of a local filesystem backend: object stores have no directories, but a
+    /// filesystem keeps the empty ones a restore's renames leave in its staging area.
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl BlobStore {
@@ -77,6 +81,7 @@ impl BlobStore {
         Self {
             store,
             layout: Layout::new(root),
+            local_dir: None,
         }
     }
 
@@ -95,9 +100,15 @@ impl BlobStore {
                 let dir = parsed
                     .to_file_path()
                     .map_err(|_| invalid("expected file:///absolute/path"))?;
+                // Tenant files: only the server's user may enter. (Files inside get the umask's
+                // modes; this directory is what keeps other local users out.)
                 std::fs::create_dir_all(&dir)?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
                 let fs = LocalFileSystem::new_with_prefix(&dir)?.with_automatic_cleanup(true);
-                Ok(Self::new(Arc::new(fs), Path::default()))
+                Ok(Self {
+                    local_dir: Some(dir),
+                    ..Self::new(Arc::new(fs), Path::default())
+                })
             }
             "s3" => {
                 let bucket = parsed
@@ -175,6 +186,30 @@ impl BlobStore {
         self.delete_at(&self.layout.snapshot_key(ws, ns, id)).await
     }
 
+    /// Starts storing an archive upload (see [`Layout::upload_key`]).
+    pub fn upload_writer(&self, ws: &WorkspaceId, ns: &Namespace, id: &SnapshotId) -> BlobWriter {
+        self.writer_at(self.layout.upload_key(ws, ns, id))
+    }
+
+    pub async fn read_upload(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        id: &SnapshotId,
+    ) -> Result<Blob> {
+        self.read_at(&self.layout.upload_key(ws, ns, id)).await
+    }
+
+    /// Deletes an archive upload (idempotent).
+    pub async fn delete_upload(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        id: &SnapshotId,
+    ) -> Result<()> {
+        self.delete_at(&self.layout.upload_key(ws, ns, id)).await
+    }
+
     /// Every snapshot object of a namespace, with its size (for the purge).
     pub fn list_snapshots(
         &self,
@@ -230,6 +265,14 @@ impl BlobStore {
         let mut listing = self.store.list(Some(&prefix));
         while let Some(meta) = listing.next().await {
             self.delete_at(&meta?.location).await?;
+        }
+        if let Some(dir) = &self.local_dir {
+            // Only directories are left (the objects are gone); the prefix's components are
+            // plain names, stored as they are.
+            match std::fs::remove_dir_all(dir.join(prefix.as_ref())) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
         }
         Ok(())
     }

@@ -11,6 +11,12 @@ use object_store::path::{Path, PathPart};
 
 use crate::names::{Namespace, NsPath, SnapshotId, WorkspaceId};
 
+/// How many bytes `component` takes in an object key (its percent-encoded form), which is what
+/// backends limit.
+pub(crate) fn stored_len(component: &str) -> usize {
+    PathPart::from(component).as_ref().len()
+}
+
 #[derive(Clone, Debug)]
 pub struct Layout {
     root: Path,
@@ -60,6 +66,14 @@ impl Layout {
     pub fn snapshot_key(&self, ws: &WorkspaceId, ns: &Namespace, id: &SnapshotId) -> Path {
         self.namespace_snapshots_prefix(ws, ns)
             .child(format!("{id}.tar.gz").as_str())
+    }
+
+    /// `<root>/snapshots/ws/<ws>/ns/<ns>/<id>.upload`: an imported archive as it was uploaded,
+    /// kept only while it is checked and re-packed into the snapshot itself (under the
+    /// snapshot prefix, so the lifecycle rule and the purge also catch one left by a crash).
+    pub fn upload_key(&self, ws: &WorkspaceId, ns: &Namespace, id: &SnapshotId) -> Path {
+        self.namespace_snapshots_prefix(ws, ns)
+            .child(format!("{id}.upload").as_str())
     }
 
     /// `<root>/ws/<ws>/ns/<ns>/stage/<stage>`: one restore's staging area.

@@ -7,11 +7,14 @@
 
 use std::fmt;
 
-/// Longest namespace-relative path, in bytes. Chosen so that the full object key
-/// (`<root>/ws/<ws>/ns/<ns>/files/<path>`, percent-encoded) stays under S3's 1,024-byte limit.
+/// Longest namespace-relative path, in bytes once stored: characters some backends reserve
+/// (`%`, `#`, `?`, `*`, `~`, …) take three bytes each in an object key. Chosen so that the full
+/// key (`<root>/ws/<ws>/ns/<ns>/files/<path>`, or a restore's staging key) stays under S3's
+/// 1,024-byte limit.
 pub const MAX_PATH_BYTES: usize = 768;
-/// Longest single path component, in bytes (Linux `NAME_MAX`).
-pub const MAX_COMPONENT_BYTES: usize = 255;
+/// Longest single path component, in bytes once stored: Linux's `NAME_MAX` of 255, less the
+/// room the local backend needs for its `#<n>` suffix while an object is being written.
+pub const MAX_COMPONENT_BYTES: usize = 250;
 /// Longest namespace name.
 pub const MAX_NAMESPACE_BYTES: usize = 64;
 
@@ -27,9 +30,11 @@ pub enum NameError {
     Backslash,
     #[error("path must not contain NUL or control characters")]
     ControlChar,
-    #[error("path is longer than {MAX_PATH_BYTES} bytes")]
+    #[error("path is longer than {MAX_PATH_BYTES} bytes (characters such as % # ? * ~ count as 3)")]
     PathTooLong,
-    #[error("path component is longer than {MAX_COMPONENT_BYTES} bytes")]
+    #[error(
+        "path component is longer than {MAX_COMPONENT_BYTES} bytes (characters such as % # ? * ~ count as 3)"
+    )]
     ComponentTooLong,
     #[error(
         "invalid namespace name {0:?}: use 1-64 characters from [A-Za-z0-9._-], starting with a letter or digit"
@@ -187,17 +192,21 @@ impl NsPath {
             return Err(NameError::PathTooLong);
         }
         let mut out = String::with_capacity(s.len());
+        let mut stored = 0;
         for part in s.split('/') {
             match part {
                 "" | "." => continue,
                 ".." => return Err(NameError::DotDot),
                 _ => {}
             }
-            check_component(part)?;
+            stored += check_component(part)? + usize::from(!out.is_empty());
             if !out.is_empty() {
                 out.push('/');
             }
             out.push_str(part);
+        }
+        if stored > MAX_PATH_BYTES {
+            return Err(NameError::PathTooLong);
         }
         Ok(Self(out))
     }
@@ -251,10 +260,8 @@ impl NsPath {
         } else {
             format!("{}/{}", self.0, name)
         };
-        if joined.len() > MAX_PATH_BYTES {
-            return Err(NameError::PathTooLong);
-        }
-        Ok(Self(joined))
+        // The stored length of the whole path decides, as in `parse`.
+        Self::normalize(&joined)
     }
 
     /// The components, outermost first (none for the root).
@@ -274,10 +281,8 @@ impl fmt::Display for NsPath {
     }
 }
 
-fn check_component(part: &str) -> Result<(), NameError> {
-    if part.len() > MAX_COMPONENT_BYTES {
-        return Err(NameError::ComponentTooLong);
-    }
+/// Checks one component; returns its length once stored in an object key.
+fn check_component(part: &str) -> Result<usize, NameError> {
     for c in part.chars() {
         if c == '\\' {
             return Err(NameError::Backslash);
@@ -286,7 +291,11 @@ fn check_component(part: &str) -> Result<(), NameError> {
             return Err(NameError::ControlChar);
         }
     }
-    Ok(())
+    let stored = crate::layout::stored_len(part);
+    if stored > MAX_COMPONENT_BYTES {
+        return Err(NameError::ComponentTooLong);
+    }
+    Ok(stored)
 }
 
 #[cfg(test)]

@@ -231,6 +231,7 @@ async fn snapshot_archive_round_trip(f: Fixture) {
         UnpackLimits {
             max_entries: 100,
             max_file_bytes: 10_000_000,
+            max_expanded_bytes: u64::MAX,
         },
     )
     .await
