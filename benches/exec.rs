@@ -6,6 +6,8 @@
 //! 2. An exec that changes one file, in a 10,000-file namespace and in a 10-file one. Goal:
 //!    p50 ratio ≤ 1.2 (finding changes costs in proportion to the changes, not the namespace),
 //!    and exactly one object written per call.
+//! 3. One exec creating 5,000 and 20,000 symlinks (no bytes to upload: the sync-back commit).
+//!    Goal: the cost per change stays within 1.5× (linear in the number of changes).
 //!
 //! Needs root and bubblewrap, as exec does. Run with `scripts/bench`.
 
@@ -210,4 +212,31 @@ async fn main() {
         bp.as_secs_f64() / sp.as_secs_f64()
     );
     println!("  objects written by one call: {uploaded} (goal: exactly 1)");
+
+    // 3. Sync-back in proportion to the changes: one exec creating N symlinks (no bytes to
+    // upload, so this is the index commit), for N = 5,000 and 20,000.
+    let mut per_change = Vec::new();
+    println!("\nexec creating N symlinks (sync-back commit)");
+    for n in [5_000usize, 20_000] {
+        let agent = Agent {
+            http: http.clone(),
+            base: bench.base.clone(),
+            key: bench.key(&format!("links{n}")).await,
+            ns: format!("links{n}"),
+        };
+        let command = format!(
+            "cd workspace && mkdir l && python3 -c 'import os\nfor i in range({n}): os.symlink(\"t\", \"l/%d\" % i)'"
+        );
+        let took = agent.once(&command).await;
+        println!(
+            "  N = {n:>6}: {}  ({:.1} µs per change)",
+            ms(took),
+            took.as_secs_f64() * 1e6 / n as f64
+        );
+        per_change.push(took.as_secs_f64() / n as f64);
+    }
+    println!(
+        "  per-change cost, 20,000 vs 5,000: {:.2}x (goal <= 1.5x: linear)",
+        per_change[1] / per_change[0]
+    );
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::http::serve::HttpSettings;
 use crate::services::exec::ExecSettings;
 use crate::services::retention::RetentionSettings;
 use crate::services::webhooks::WebhookSettings;
@@ -90,6 +91,11 @@ pub struct ServeArgs {
     /// Let webhooks target loopback, private and link-local addresses (off: public only).
     #[arg(long, env = "WARREN_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
+    /// Send webhook deliveries through this HTTP(S) proxy. The `HTTP(S)_PROXY` variables are
+    /// not used. Through a proxy, the rule against private destinations covers only literal
+    /// addresses; names are resolved by the proxy, which must enforce it.
+    #[arg(long, env = "WARREN_WEBHOOK_PROXY", value_parser = parse_proxy)]
+    pub webhook_proxy: Option<String>,
     /// Timeout of one webhook delivery attempt.
     #[arg(long, env = "WARREN_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub webhook_timeout: Duration,
@@ -114,6 +120,14 @@ pub struct ServeArgs {
     /// How long a snapshot is kept before the sweep deletes it.
     #[arg(long, env = "WARREN_SNAPSHOT_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub snapshot_retention: Duration,
+    /// How long a client may take to send a request's head; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, env = "WARREN_HEADER_READ_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Most connections open at once (lowered to fit the open-file limit); at the cap, the
+    /// longest-idle connection is closed to admit a new one.
+    #[arg(long, env = "WARREN_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
     #[command(flatten)]
     pub exec: ExecArgs,
 }
@@ -185,6 +199,12 @@ impl ExecArgs {
     }
 }
 
+fn parse_proxy(s: &str) -> Result<String, String> {
+    reqwest::Proxy::all(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("invalid proxy URL {s:?}: {e}"))
+}
+
 /// Parses durations like `250ms`, `30s`, `5m`, `2h`, `90d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -221,6 +241,7 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     pub retention: RetentionSettings,
     pub exec: ExecSettings,
+    pub http: HttpSettings,
 }
 
 impl Config {
@@ -242,6 +263,7 @@ impl Config {
                 timeout: args.webhook_timeout,
                 max_attempts: args.webhook_max_attempts.max(1),
                 backoff: args.webhook_backoff,
+                proxy: args.webhook_proxy,
                 ..WebhookSettings::default()
             },
             retention: RetentionSettings {
@@ -252,6 +274,10 @@ impl Config {
                 snapshots: args.snapshot_retention,
             },
             exec,
+            http: HttpSettings {
+                header_read_timeout: args.header_read_timeout,
+                max_connections: args.max_connections.max(1),
+            },
         })
     }
 }

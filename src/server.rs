@@ -8,7 +8,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use warren_storage::{BlobStore, WorkspaceId};
@@ -31,6 +30,9 @@ pub struct Server {
     pub generated_admin_key: Option<String>,
     db: Arc<SqliteStore>,
     retention: RetentionSettings,
+    http: crate::http::serve::HttpSettings,
+    /// The open-file limit, raised at start.
+    nofile: u64,
 }
 
 impl Server {
@@ -56,6 +58,8 @@ impl Server {
 
     /// Starts on an already opened blob store (tests use this to inject storage faults).
     pub async fn start_with_blobs(config: &Config, blobs: BlobStore) -> Result<Self, BoxError> {
+        let nofile = crate::http::serve::raise_nofile_limit();
+        secure_data_dir(config)?;
         let db = Arc::new(open_database(&config.database_url).await?);
         let meta: Arc<dyn MetaStore> = db.clone();
         let secret = server_secret(config)?;
@@ -91,6 +95,8 @@ impl Server {
             generated_admin_key,
             db,
             retention: config.retention.clone(),
+            http: config.http,
+            nofile,
         })
     }
 
@@ -123,28 +129,30 @@ impl Server {
             tokio::spawn(Arc::clone(&svc.audit).run(drained.clone())),
         ];
         let app = crate::http::router(Arc::clone(&self.services));
-        // Responses go out as headers then body; without NODELAY, Nagle holds the body back
-        // until the client's delayed ACK, adding ~40 ms to every small download.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
+        let nofile = self.nofile;
+        let http = crate::http::serve::HttpSettings {
+            max_connections: crate::http::serve::connection_cap(self.http.max_connections, nofile),
+            ..self.http
+        };
+        tracing::info!(
+            max_connections = http.max_connections,
+            open_file_limit = nofile,
+            "serving"
+        );
         let stopping = token.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Ends live streams, which would otherwise hold the drain open forever.
-                stopping.cancel();
-            })
-            .await;
+        tokio::spawn(async move {
+            shutdown.await;
+            // Ends live streams, which would otherwise hold the drain open forever.
+            stopping.cancel();
+        });
+        crate::http::serve::serve(self.listener, app, http, token.clone()).await;
         token.cancel();
         drained.cancel();
         for task in background {
             task.await?;
         }
         self.db.close().await;
-        Ok(served?)
+        Ok(())
     }
 }
 
@@ -154,6 +162,16 @@ pub async fn open_database(url: &str) -> Result<SqliteStore, BoxError> {
     } else {
         Err(format!("unsupported database URL {url:?}: expected sqlite://path").into())
     }
+}
+
+/// Keeps other local users out of the data directory: they may only traverse it, and only when
+/// the exec directory is inside it (sandboxes run as another uid and must reach their working
+/// copies, whose random names are not listable).
+fn secure_data_dir(config: &Config) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let exec_inside = config.exec.sandbox.base_dir.starts_with(&config.data_dir);
+    let mode = if exec_inside { 0o711 } else { 0o700 };
+    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(mode))
 }
 
 /// The HMAC key for API key hashes: from `WARREN_SECRET`, else `<data-dir>/server.secret`,
@@ -196,13 +214,16 @@ async fn bootstrap_admin_key(
         admin: true,
     };
     if let Some(key) = &config.admin_key {
-        services.keys.install(ws, req(), key).await?;
+        services.keys.install_bootstrap(ws, req(), key).await?;
         return Ok(None);
     }
     let path = config.data_dir.join("admin.key");
     match std::fs::read_to_string(&path) {
         Ok(key) => {
-            services.keys.install(ws, req(), key.trim()).await?;
+            services
+                .keys
+                .install_bootstrap(ws, req(), key.trim())
+                .await?;
             Ok(None)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -214,7 +235,7 @@ async fn bootstrap_admin_key(
             rand::fill(&mut bytes);
             let key = format!("trove-sk-{}", hex::encode(bytes));
             write_private(&path, &format!("{key}\n"))?;
-            services.keys.install(ws, req(), &key).await?;
+            services.keys.install_bootstrap(ws, req(), &key).await?;
             Ok(Some(key))
         }
         Err(e) => Err(e.into()),

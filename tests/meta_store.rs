@@ -73,6 +73,7 @@ async fn keys_lifecycle(store: Arc<dyn MetaStore>) {
         namespace: Some(ns("alice")),
         created_at: Micros(1),
         last_used_at: None,
+        bootstrap: false,
     };
     let hash = [7u8; 32];
     store

@@ -422,6 +422,24 @@ async fn private_destinations_are_refused_by_default() {
         "http://[::1]/x",
         "http://[::ffff:127.0.0.1]/x",
         "http://192.168.1.1/x",
+        // IPv6 forms that carry an IPv4 address: NAT64, compatible, translated, 6to4, Teredo.
+        "http://[64:ff9b::10.0.0.1]/x",
+        "http://[64:ff9b::169.254.169.254]/x",
+        "http://[64:ff9b:1::a00:1]/x",
+        "http://[::127.0.0.1]/x",
+        "http://[::169.254.169.254]/x",
+        "http://[::ffff:0:127.0.0.1]/x",
+        "http://[2002:7f00:1::]/x",
+        "http://[2002:a9fe:a9fe::]/x",
+        "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/x", // Teredo client 10.0.0.1
+        "http://[fec0::1]/x",
+        "http://[100::1]/x",
+        // Names for this machine, however spelled.
+        "http://localhost./x",
+        "http://foo.localhost./x",
+        "http://LOCALHOST/x",
+        "http://localhost.localdomain/x",
+        "http://ip6-localhost/x",
     ] {
         let r = srv
             .admin()
@@ -529,4 +547,100 @@ async fn shutdown_ends_live_streams() {
     tokio::time::timeout(Duration::from_secs(10), srv.join())
         .await
         .expect("graceful shutdown must not wait on open streams");
+}
+
+/// Opens the live stream with `key` and waits for its `connected` frame.
+async fn open_stream(
+    srv: &TestServer,
+    key: &str,
+) -> (
+    impl futures::Stream<Item = reqwest::Result<Bytes>> + Unpin,
+    String,
+) {
+    let resp = srv
+        .client(key, None)
+        .request(reqwest::Method::GET, &format!("{}/stream", hooks_url(srv)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    assert_eq!(next_frame(&mut stream, &mut buf).await["type"], "connected");
+    (stream, buf)
+}
+
+/// Reads until the stream ends; fails if it carries an event or stays open 10 s.
+async fn ends_without_events(
+    mut stream: impl futures::Stream<Item = reqwest::Result<Bytes>> + Unpin,
+    mut buf: String,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("the stream of a revoked key must end");
+        match next {
+            None | Some(Err(_)) => break,
+            Some(Ok(chunk)) => buf.push_str(std::str::from_utf8(&chunk).unwrap()),
+        }
+    }
+    assert!(
+        !buf.contains("data:"),
+        "a revoked key's stream carried {buf:?}"
+    );
+}
+
+#[tokio::test]
+async fn revoking_or_rotating_an_admin_key_ends_its_live_stream() {
+    let srv = TestServer::start().await;
+    let a = srv.agent("tenant").await;
+    let admin = srv.admin();
+    let mint_admin = |name: &'static str| {
+        let admin = admin.clone();
+        let ws = srv.ws.clone();
+        async move {
+            let r = admin
+                .post(
+                    &format!("/v1/workspaces/{ws}/keys"),
+                    json!({ "name": name, "namespace": null, "admin": true }),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
+            (
+                r.json["api_key"].as_str().unwrap().to_owned(),
+                r.json["key_id"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+
+    let (revoked, revoked_id) = mint_admin("second-admin").await;
+    let (stream, buf) = open_stream(&srv, &revoked).await;
+    let r = admin
+        .delete(&format!("/v1/workspaces/{}/keys/{revoked_id}", srv.ws))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    a.write("after-revoke.txt", "secret").await;
+    a.sh("echo SECRET-STDOUT-AFTER-REVOKE").await;
+    ends_without_events(stream, buf).await;
+
+    let (rotated, rotated_id) = mint_admin("third-admin").await;
+    let (stream, buf) = open_stream(&srv, &rotated).await;
+    let r = admin
+        .post(
+            &format!("/v1/workspaces/{}/keys/{rotated_id}/rotate", srv.ws),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    a.write("after-rotate.txt", "secret").await;
+    ends_without_events(stream, buf).await;
+
+    // A stream of a key still valid goes on.
+    let (mut stream, mut buf) = open_stream(&srv, support::ADMIN_KEY).await;
+    a.write("seen.txt", "x").await;
+    assert_eq!(
+        next_frame(&mut stream, &mut buf).await["data"]["path"],
+        "workspace/seen.txt"
+    );
 }

@@ -75,6 +75,9 @@ pub struct KeyRecord {
     pub namespace: Option<Namespace>,
     pub created_at: Micros,
     pub last_used_at: Option<Micros>,
+    /// Installed by the server from its configured admin key, and retired when another one
+    /// is configured.
+    pub bootstrap: bool,
 }
 
 /// A key to insert: the record plus the HMAC of its plaintext.
@@ -189,6 +192,8 @@ pub struct EventQuery {
     pub namespace: Option<Namespace>,
     /// Only these types; all when empty.
     pub types: Vec<String>,
+    /// Never these types.
+    pub hidden_types: &'static [&'static str],
     /// Only events strictly after this time.
     pub since: Option<Micros>,
     /// Only events strictly before this log position (the paging cursor).
@@ -202,6 +207,7 @@ impl EventQuery {
             workspace,
             namespace: None,
             types: Vec::new(),
+            hidden_types: &[],
             since: None,
             before_seq: None,
             limit,

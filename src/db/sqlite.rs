@@ -34,6 +34,31 @@ pub struct SqliteStore {
     queue: WriteQueue,
 }
 
+/// Makes the database and its WAL and shared-memory files readable by the server's user only
+/// (they hold webhook signing secrets and every tenant's event log), creating the database
+/// file with that mode if it is new; SQLite gives the other two the database file's mode.
+fn private_files(db: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(db)
+        .map_err(sqlx::Error::Io)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(sqlx::Error::Io(e).into());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path` or `sqlite::memory:`)
     /// and applies pending migrations.
@@ -47,6 +72,9 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let in_memory = url.contains(":memory:");
+        if !in_memory {
+            private_files(opts.get_filename())?;
+        }
         let writer = Arc::new(Conns::open(&opts, 1).await?);
         sqlx::migrate!("migrations/sqlite")
             .run(&mut *writer.get().await?)
@@ -82,6 +110,7 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord> {
         namespace: ns.map(|n| Namespace::parse(&n)).transpose()?,
         created_at: Micros(row.try_get("created_at")?),
         last_used_at: row.try_get::<Option<i64>, _>("last_used_at")?.map(Micros),
+        bootstrap: row.try_get("bootstrap")?,
     })
 }
 
@@ -122,7 +151,7 @@ fn hash32(hash: Vec<u8>) -> Result<[u8; 32]> {
 }
 
 const KEY_COLUMNS: &str =
-    "id, workspace_id, name, prefix, scope, namespace, created_at, last_used_at";
+    "id, workspace_id, name, prefix, scope, namespace, created_at, last_used_at, bootstrap";
 const ENTRY_COLUMNS: &str = "path, kind, size, mode, mtime, sha256, target";
 
 async fn append_event(tx: &mut Transaction<'_, Sqlite>, ev: &NewEvent) -> Result<()> {
@@ -331,16 +360,19 @@ fn push_delete_subtree<'q>(
     inclusive: bool,
 ) {
     let (lo, hi) = subtree_range(p);
-    b.push(
-        "DELETE FROM files WHERE workspace_id = ? AND namespace = ?
-           AND ((path = ? AND ?) OR (path >= ? AND path < ?))",
-    )
-    .bind(ws.as_str())
-    .bind(ns.as_str())
-    .bind(p.as_str())
-    .bind(inclusive)
-    .bind(lo)
-    .bind(hi);
+    // Two statements, not one with `OR`: SQLite answers an `OR` of these by scanning the whole
+    // namespace, which made a large sync-back quadratic; each alone is a primary-key search.
+    if inclusive {
+        b.push("DELETE FROM files WHERE workspace_id = ? AND namespace = ? AND path = ?")
+            .bind(ws.as_str())
+            .bind(ns.as_str())
+            .bind(p.as_str());
+    }
+    b.push("DELETE FROM files WHERE workspace_id = ? AND namespace = ? AND path >= ? AND path < ?")
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .bind(lo)
+        .bind(hi);
 }
 
 /// A file write waiting for a group commit.
@@ -455,7 +487,8 @@ async fn commit_one(conn: &mut Conn, w: &QueuedWrite) -> Result<()> {
     }
 }
 
-/// How much SQL one round trip carries at most; SQLite refuses more than 1,000,000 bytes.
+/// How much SQL one round trip carries at most. (SQLite accepts far more, but it copies the
+/// remaining text of a batch once per statement, so larger batches cost more, not less.)
 const BATCH_BYTES: usize = 64 * 1024;
 
 /// Sends `b` when it has grown to [`BATCH_BYTES`], returning an empty batch to go on with.
@@ -519,8 +552,9 @@ impl MetaStore for SqliteStore {
         let mut conn = self.writer.get().await?;
         let mut tx = conn.begin().await?;
         sqlx::query(
-            "INSERT INTO api_keys (id, workspace_id, name, prefix, hash, scope, namespace, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, workspace_id, name, prefix, hash, scope, namespace, created_at,
+               bootstrap)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(r.id.as_str())
         .bind(r.workspace.as_str())
@@ -530,6 +564,7 @@ impl MetaStore for SqliteStore {
         .bind(r.scope.as_str())
         .bind(r.namespace.as_ref().map(|n| n.as_str()))
         .bind(r.created_at.0)
+        .bind(r.bootstrap)
         .execute(&mut *tx)
         .await?;
         append_event(&mut tx, event).await?;
@@ -723,14 +758,20 @@ impl MetaStore for SqliteStore {
     ) -> Result<Option<Vec<NsPath>>> {
         let mut b = Batch::new();
         let (lo, hi) = subtree_range(path);
+        // Two statements for the reason given in `push_delete_subtree`.
         b.push(
-            "DELETE FROM files WHERE workspace_id = ? AND namespace = ?
-               AND (path = ? OR (path >= ? AND path < ?))
+            "DELETE FROM files WHERE workspace_id = ? AND namespace = ? AND path = ?
              RETURNING path, kind",
         )
         .bind(ws.as_str())
         .bind(ns.as_str())
-        .bind(path.as_str())
+        .bind(path.as_str());
+        b.push(
+            "DELETE FROM files WHERE workspace_id = ? AND namespace = ? AND path >= ? AND path < ?
+             RETURNING path, kind",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
         .bind(lo)
         .bind(hi);
         push_bump_generation(&mut b, ws, ns, event.created_at);
@@ -881,8 +922,15 @@ impl MetaStore for SqliteStore {
                 first.get_or_insert(rows);
             }
         }
+        // Events go in chunks too: SQLite copies the rest of a batch's text for each statement
+        // it prepares, so one batch of every event of a large sync-back is quadratic.
         for ev in events {
             push_event(&mut b, ev);
+            if b.len() > BATCH_BYTES {
+                let full = std::mem::replace(&mut b, Batch::new().one_off());
+                let rows = conn.batch(full).await?;
+                first.get_or_insert(rows);
+            }
         }
         let rows = conn.batch(b).await?;
         let first = first.unwrap_or(rows);
@@ -1052,14 +1100,24 @@ impl MetaStore for SqliteStore {
         if done == 0 {
             return Ok(false);
         }
-        for table in ["files", "snapshots"] {
-            sqlx::query(&format!(
-                "DELETE FROM {table} WHERE workspace_id = ? AND namespace = ?"
-            ))
-            .bind(ws.as_str())
-            .bind(ns.as_str())
-            .execute(&mut *tx)
-            .await?;
+        // Nothing of the old tenant may reach a new one of the same name: its history goes
+        // with its files, and subscriptions bound to the name end. Only the proof remains.
+        for sql in [
+            "DELETE FROM files WHERE workspace_id = ? AND namespace = ?",
+            "DELETE FROM snapshots WHERE workspace_id = ? AND namespace = ?",
+            "DELETE FROM deliveries WHERE event_seq IN
+               (SELECT seq FROM events WHERE workspace_id = ? AND namespace = ?)",
+            "DELETE FROM deliveries WHERE webhook_id IN
+               (SELECT id FROM webhooks WHERE workspace_id = ? AND namespace = ?)",
+            "DELETE FROM events WHERE workspace_id = ? AND namespace = ?",
+            "DELETE FROM audit WHERE workspace_id = ? AND namespace = ?",
+            "DELETE FROM webhooks WHERE workspace_id = ? AND namespace = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(ws.as_str())
+                .bind(ns.as_str())
+                .execute(&mut *tx)
+                .await?;
         }
         append_event(&mut tx, event).await?;
         tx.commit().await?;
@@ -1230,6 +1288,10 @@ impl MetaStore for SqliteStore {
             let marks = vec!["?"; q.types.len()].join(", ");
             sql.push_str(&format!(" AND type IN ({marks})"));
         }
+        if !q.hidden_types.is_empty() {
+            let marks = vec!["?"; q.hidden_types.len()].join(", ");
+            sql.push_str(&format!(" AND type NOT IN ({marks})"));
+        }
         if q.since.is_some() {
             sql.push_str(" AND created_at > ?");
         }
@@ -1243,6 +1305,9 @@ impl MetaStore for SqliteStore {
         }
         for t in &q.types {
             query = query.bind(t.as_str());
+        }
+        for t in q.hidden_types {
+            query = query.bind(*t);
         }
         if let Some(since) = q.since {
             query = query.bind(since.0);

@@ -74,33 +74,69 @@ fn operation(method: &Method, route: &str) -> &'static str {
     }
 }
 
-/// Middleware for runtime routes: records every authenticated call, failures included.
+/// The status recorded for a call whose client went away before the answer (nginx's 499,
+/// "client closed request").
+const CLIENT_CLOSED: u16 = 499;
+
+/// One call's audit record. Normally written once the response status is known; if the
+/// handler is dropped first (hyper drops it when the client disconnects), written from
+/// `Drop` as [`CLIENT_CLOSED`], so the trail still shows the call.
+struct Pending {
+    state: AppState,
+    slot: AuditSlot,
+    op: &'static str,
+}
+
+impl Pending {
+    fn take(&self, status: u16) -> Option<AuditRecord> {
+        let taken = std::mem::take(&mut *self.slot.0.lock().unwrap());
+        let caller = taken.caller?;
+        Some(AuditRecord {
+            seq: 0,
+            workspace: caller.key.workspace.clone(),
+            key_id: caller.key.id.to_string(),
+            namespace: taken.namespace,
+            operation: self.op.to_owned(),
+            path: taken.path,
+            status,
+            created_at: Micros::now(),
+        })
+    }
+
+    async fn finish(self, status: StatusCode) {
+        if let Some(record) = self.take(status.as_u16()) {
+            self.state.audit.record(record).await;
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // Empty after `finish`; still filled if the call never got that far.
+        if let Some(record) = self.take(CLIENT_CLOSED) {
+            let audit = Arc::clone(&self.state.audit);
+            tokio::spawn(async move { audit.record(record).await });
+        }
+    }
+}
+
+/// Middleware for runtime routes: records every authenticated call, failures and client
+/// disconnects included.
 pub async fn record(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_default();
-    let op = operation(req.method(), &route);
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
+    let pending = Pending {
+        op: operation(req.method(), &route),
+        state,
+        slot,
+    };
     let resp = next.run(req).await;
-    let taken = std::mem::take(&mut *slot.0.lock().unwrap());
-    if let Some(caller) = taken.caller {
-        state
-            .audit
-            .record(AuditRecord {
-                seq: 0,
-                workspace: caller.key.workspace.clone(),
-                key_id: caller.key.id.to_string(),
-                namespace: taken.namespace,
-                operation: op.to_owned(),
-                path: taken.path,
-                status: resp.status().as_u16(),
-                created_at: Micros::now(),
-            })
-            .await;
-    }
+    pending.finish(resp.status()).await;
     resp
 }
 

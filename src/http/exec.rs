@@ -21,18 +21,30 @@ pub struct ExecBody {
     stdin: Option<String>,
 }
 
+/// Runs the exec on a task of its own and waits for it. A client that goes away drops this
+/// future, not the exec: the command finishes, its changes are synced and its
+/// `exec.completed` recorded, so nothing an agent ran escapes the record.
 async fn run(state: &AppState, rt: &Runtime, body: ExecBody) -> ApiResult<ExecResult> {
-    Ok(state
-        .exec
-        .run(
-            &rt.caller,
-            &rt.ns,
-            ExecRequest {
-                command: body.command,
-                stdin: body.stdin,
-            },
-        )
-        .await?)
+    let (state, caller, ns) = (state.clone(), rt.caller.clone(), rt.ns.clone());
+    let task = tokio::spawn(async move {
+        state
+            .exec
+            .run(
+                &caller,
+                &ns,
+                ExecRequest {
+                    command: body.command,
+                    stdin: body.stdin,
+                },
+            )
+            .await
+    });
+    match task.await {
+        Ok(result) => Ok(result?),
+        Err(e) => {
+            Err(crate::services::Error::Internal(format!("the exec task failed: {e}")).into())
+        }
+    }
 }
 
 pub async fn exec(

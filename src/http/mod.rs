@@ -9,6 +9,7 @@ mod extract;
 mod files;
 mod keys;
 mod namespaces;
+pub mod serve;
 mod snapshots;
 mod webhooks;
 

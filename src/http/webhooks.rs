@@ -120,6 +120,8 @@ pub async fn stream(
     QueryParams(q): QueryParams<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let ws = caller.require_admin(&ws, "webhooks")?;
+    // Ends the stream when the key is revoked or rotated.
+    let held = state.keys.hold(&caller).await?;
     let ns = q
         .namespace
         .filter(|n| !n.is_empty())
@@ -159,7 +161,13 @@ pub async fn stream(
     let stream =
         futures::stream::once(async move { Ok(Event::default().data(connected.to_string())) })
             .chain(events)
-            .take_until(state.shutdown.clone().cancelled_owned());
+            .take_until(state.shutdown.clone().cancelled_owned())
+            .take_until(held.cancel.clone().cancelled_owned())
+            // The registration lives as long as the stream.
+            .map(move |frame| {
+                let _ = &held;
+                frame
+            });
     Ok(Sse::new(stream).keep_alive(
         KeepAlive::new()
             .interval(Duration::from_secs(15))

@@ -17,7 +17,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use warren_storage::{Namespace, WorkspaceId};
 
-use super::running::Running;
+use super::running::{RunGuard, Running};
 use super::{Error, Result, event};
 use crate::db::{KeyRecord, MetaStore, NewKey, Scope};
 use crate::ids::{KeyId, Micros};
@@ -35,6 +35,8 @@ const MAX_KEY_NAME: usize = 128;
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub key: Arc<KeyRecord>,
+    /// The hash of the secret it presented, to tell later whether that secret still works.
+    token_hash: [u8; 32],
 }
 
 impl Caller {
@@ -169,6 +171,7 @@ impl Keys {
         self.touch(&cached).await;
         Ok(Caller {
             key: Arc::clone(&cached.key),
+            token_hash: hash,
         })
     }
 
@@ -196,25 +199,39 @@ impl Keys {
         req: KeyRequest,
     ) -> Result<(KeyRecord, String)> {
         let plaintext = Self::generate();
-        let record = self.insert(caller, ws, req, &plaintext).await?;
+        let record = self.insert(caller, ws, req, &plaintext, false).await?;
         Ok((record, plaintext))
     }
 
-    /// Installs a key whose plaintext the operator chose (`WARREN_ADMIN_KEY`). Does nothing if
-    /// that key already exists.
-    pub async fn install(&self, ws: &WorkspaceId, req: KeyRequest, plaintext: &str) -> Result<()> {
+    /// Installs the admin key the operator configured (`WARREN_ADMIN_KEY` or `admin.key`) and
+    /// retires any earlier one: replacing the configured key is how an operator rotates it,
+    /// so the replaced key must stop working, with a `key.revoked` event that says why.
+    pub async fn install_bootstrap(
+        &self,
+        ws: &WorkspaceId,
+        req: KeyRequest,
+        plaintext: &str,
+    ) -> Result<()> {
         if plaintext.len() < 16 {
             return Err(Error::BadRequest(
                 "an operator-chosen key must be at least 16 characters".into(),
             ));
         }
-        if self
-            .meta
-            .key_by_hash(&self.hash(plaintext))
-            .await?
-            .is_none()
-        {
-            self.insert(None, ws, req, plaintext).await?;
+        let current = match self.meta.key_by_hash(&self.hash(plaintext)).await? {
+            Some((record, _)) => record.id,
+            None => self.insert(None, ws, req, plaintext, true).await?.id,
+        };
+        for old in self.meta.list_keys(ws).await? {
+            if old.bootstrap && old.id != current {
+                tracing::warn!(key_id = %old.id, "retiring the admin key the configured one replaced");
+                self.revoke_as(
+                    None,
+                    ws,
+                    &old.id,
+                    Some("replaced by the configured admin key"),
+                )
+                .await?;
+            }
         }
         Ok(())
     }
@@ -225,6 +242,7 @@ impl Keys {
         ws: &WorkspaceId,
         req: KeyRequest,
         plaintext: &str,
+        bootstrap: bool,
     ) -> Result<KeyRecord> {
         let name = req.name.trim();
         if name.is_empty() || name.chars().count() > MAX_KEY_NAME || name.contains(char::is_control)
@@ -253,6 +271,7 @@ impl Keys {
             namespace,
             created_at: Micros::now(),
             last_used_at: None,
+            bootstrap,
         };
         let ev = event(
             caller,
@@ -281,13 +300,21 @@ impl Keys {
     /// Revokes a key. When this returns, no request authenticated after it can use the key,
     /// and none of its execs is still running.
     pub async fn revoke(&self, caller: &Caller, ws: &WorkspaceId, id: &KeyId) -> Result<()> {
-        let ev = event(
-            Some(caller),
-            "key.revoked",
-            ws,
-            None,
-            json!({ "key_id": id.as_str() }),
-        );
+        self.revoke_as(Some(caller), ws, id, None).await
+    }
+
+    async fn revoke_as(
+        &self,
+        caller: Option<&Caller>,
+        ws: &WorkspaceId,
+        id: &KeyId,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let mut data = json!({ "key_id": id.as_str() });
+        if let Some(reason) = reason {
+            data["reason"] = json!(reason);
+        }
+        let ev = event(caller, "key.revoked", ws, None, data);
         let hash = self
             .meta
             .revoke_key(ws, id, &ev)
@@ -323,6 +350,19 @@ impl Keys {
         self.forget(&old_hash);
         self.running.kill_key(id).await;
         Ok((record, plaintext))
+    }
+
+    /// Registers a long-lived response (the event stream) under the caller's key, so that
+    /// revoking or rotating the key ends it. The key is checked once more after registering:
+    /// a revocation that ran between authentication and registration found nothing to end.
+    pub async fn hold(&self, caller: &Caller) -> Result<RunGuard> {
+        let guard = self
+            .running
+            .register_stream(&caller.key.id, &caller.key.workspace);
+        match self.meta.key_by_hash(&caller.token_hash).await? {
+            Some((record, _)) if record.id == caller.key.id => Ok(guard),
+            _ => Err(Error::Unauthorized("Invalid API key".into())),
+        }
     }
 
     /// Drops a key from the cache after its row was revoked (also by namespace deletion).

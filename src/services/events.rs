@@ -12,6 +12,9 @@ use crate::ids::Micros;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 1000;
+/// Event types only admins see: the proof of a purge describes the previous tenant of a name,
+/// and a new tenant of the same name must see nothing of it.
+const ADMIN_ONLY_TYPES: &[&str] = &["namespace.purged"];
 
 /// What a caller asked for, already parsed.
 pub struct Feed {
@@ -68,6 +71,16 @@ impl Events {
                 ));
             }
         };
+        if feed.types.len() > super::webhooks::MAX_EVENT_TYPES {
+            return Err(Error::BadRequest(format!(
+                "types may list at most {} event types",
+                super::webhooks::MAX_EVENT_TYPES
+            )));
+        }
+        let hidden_types = match caller.key.scope {
+            Scope::Admin => &[],
+            Scope::Workspace => ADMIN_ONLY_TYPES,
+        };
         if !(1..=MAX_LIMIT).contains(&feed.limit) {
             return Err(Error::BadRequest(format!(
                 "limit must be between 1 and {MAX_LIMIT}"
@@ -80,6 +93,7 @@ impl Events {
                 workspace,
                 namespace,
                 types: feed.types,
+                hidden_types,
                 since: feed.since,
                 before_seq: feed.cursor.map(|c| c.0),
                 limit: feed.limit + 1,

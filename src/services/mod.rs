@@ -13,7 +13,7 @@ pub mod files;
 pub mod namespaces;
 pub mod reindex;
 pub mod retention;
-mod running;
+pub mod running;
 pub mod snapshots;
 mod tree_lock;
 pub mod webhooks;

@@ -1,8 +1,9 @@
-//! The execs in flight, by key and namespace, so a revocation or a namespace deletion can kill
-//! them and wait until they are gone before it returns.
+//! The execs in flight and the open event streams, by key (and an exec's namespace), so a
+//! revocation or a namespace deletion can end them and wait until they are gone before it
+//! returns.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -13,7 +14,8 @@ use crate::ids::KeyId;
 struct Entry {
     key: KeyId,
     ws: WorkspaceId,
-    ns: Namespace,
+    /// The exec's namespace; `None` for a stream, which spans the workspace.
+    ns: Option<Namespace>,
     cancel: CancellationToken,
 }
 
@@ -23,14 +25,14 @@ pub struct Running {
     map: Mutex<HashMap<u64, Entry>>,
 }
 
-/// Registration of one exec; dropping it (when the exec has finished) deregisters it.
-pub struct RunGuard<'a> {
+/// Registration of one exec or stream; dropping it (when it has finished) deregisters it.
+pub struct RunGuard {
     id: u64,
-    running: &'a Running,
+    running: Arc<Running>,
     pub cancel: CancellationToken,
 }
 
-impl Drop for RunGuard<'_> {
+impl Drop for RunGuard {
     fn drop(&mut self) {
         self.running.map.lock().unwrap().remove(&self.id);
     }
@@ -40,7 +42,17 @@ impl Drop for RunGuard<'_> {
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 impl Running {
-    pub fn register(&self, key: &KeyId, ws: &WorkspaceId, ns: &Namespace) -> RunGuard<'_> {
+    /// Registers an exec.
+    pub fn register(self: &Arc<Self>, key: &KeyId, ws: &WorkspaceId, ns: &Namespace) -> RunGuard {
+        self.add(key, ws, Some(ns))
+    }
+
+    /// Registers a live event stream, ended like an exec when its key is revoked or rotated.
+    pub fn register_stream(self: &Arc<Self>, key: &KeyId, ws: &WorkspaceId) -> RunGuard {
+        self.add(key, ws, None)
+    }
+
+    fn add(self: &Arc<Self>, key: &KeyId, ws: &WorkspaceId, ns: Option<&Namespace>) -> RunGuard {
         let id = {
             let mut n = self.next.lock().unwrap();
             *n += 1;
@@ -52,13 +64,13 @@ impl Running {
             Entry {
                 key: key.clone(),
                 ws: ws.clone(),
-                ns: ns.clone(),
+                ns: ns.cloned(),
                 cancel: cancel.clone(),
             },
         );
         RunGuard {
             id,
-            running: self,
+            running: Arc::clone(self),
             cancel,
         }
     }
@@ -93,6 +105,7 @@ impl Running {
     }
 
     pub async fn kill_namespace(&self, ws: &WorkspaceId, ns: &Namespace) {
-        self.kill(|e| &e.ws == ws && &e.ns == ns).await;
+        self.kill(|e| &e.ws == ws && e.ns.as_ref() == Some(ns))
+            .await;
     }
 }

@@ -13,7 +13,7 @@
 //! (so DNS cannot rebind a public name to an internal one). `allow_private` lifts this for
 //! operators whose receivers are internal.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +42,10 @@ pub struct WebhookSettings {
     pub backoff: Duration,
     /// How often the worker looks for due deliveries.
     pub poll: Duration,
+    /// An egress proxy for deliveries, set explicitly (the `HTTP(S)_PROXY` variables are
+    /// ignored). Through a proxy, host names are resolved by the proxy, so the address rule
+    /// for names becomes the proxy's job; literal addresses are still checked here.
+    pub proxy: Option<String>,
 }
 
 impl Default for WebhookSettings {
@@ -52,6 +56,7 @@ impl Default for WebhookSettings {
             max_attempts: 8,
             backoff: Duration::from_secs(5),
             poll: Duration::from_millis(250),
+            proxy: None,
         }
     }
 }
@@ -61,7 +66,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// receiver cannot hold up the others.
 const CLAIM_BATCH: u32 = 64;
 const PER_WEBHOOK: u32 = 4;
-const MAX_EVENT_TYPES: usize = 64;
+pub const MAX_EVENT_TYPES: usize = 64;
 
 pub struct NewWebhook {
     pub url: String,
@@ -86,7 +91,15 @@ pub struct Webhooks {
 
 impl Webhooks {
     pub fn new(meta: Arc<dyn MetaStore>, settings: WebhookSettings) -> Self {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
+            // A proxy from the environment would resolve every destination itself, past the
+            // address checks below; only an explicitly configured one is used.
+            .no_proxy();
+        if let Some(proxy) = &settings.proxy {
+            let proxy = reqwest::Proxy::all(proxy).expect("checked when the configuration is read");
+            builder = builder.proxy(proxy);
+        }
+        let client = builder
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             // A redirect is an answer, not a new destination to trust.
@@ -229,11 +242,7 @@ impl Webhooks {
             let ip = match host {
                 url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
                 url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
-                url::Host::Domain(d)
-                    if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") =>
-                {
-                    Some(IpAddr::from([127, 0, 0, 1]))
-                }
+                url::Host::Domain(d) if is_local_name(d) => Some(IpAddr::from([127, 0, 0, 1])),
                 url::Host::Domain(_) => None,
             };
             if ip.is_some_and(|ip| !is_public(ip)) {
@@ -369,6 +378,45 @@ fn describe(e: reqwest::Error) -> String {
 }
 
 /// Whether `ip` is an ordinary public unicast address.
+/// Host names that mean this machine whatever DNS says: `localhost` and its subdomains (RFC
+/// 6761), with or without the root's trailing dot, and the aliases Debian's `/etc/hosts` gives.
+fn is_local_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || matches!(
+            name.as_str(),
+            "localhost.localdomain" | "ip6-localhost" | "ip6-loopback"
+        )
+}
+
+/// The IPv4 address an IPv6 address carries, for the forms that reach IPv4 hosts: mapped
+/// (`::ffff:a.b.c.d`), translated (`::ffff:0:a.b.c.d`), compatible (`::a.b.c.d`), NAT64
+/// (`64:ff9b::/96` and the local-use `64:ff9b:1::/48`), 6to4 (`2002::/16`) and Teredo
+/// (`2001::/32`, whose client address is stored inverted).
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    match s {
+        [0, 0, 0, 0, 0xffff, 0, _, _] => Some(tail),
+        // `::` and `::1` are the unspecified and loopback addresses, checked as IPv6.
+        [0, 0, 0, 0, 0, 0, _, _] if !(s[6] == 0 && s[7] <= 1) => Some(tail),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
+        [0x64, 0xff9b, 1, ..] => Some(tail),
+        [0x2002, a, b, ..] => Some(Ipv4Addr::new(
+            (a >> 8) as u8,
+            a as u8,
+            (b >> 8) as u8,
+            b as u8,
+        )),
+        [0x2001, 0, ..] => Some(Ipv4Addr::from(!u32::from(tail))),
+        _ => None,
+    }
+}
+
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -387,7 +435,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_public(IpAddr::V4(v4));
             }
             let first = v6.segments()[0];
@@ -396,6 +444,8 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00 // unique local
                 || (first & 0xffc0) == 0xfe80 // link-local
+                || (first & 0xffc0) == 0xfec0 // site-local (deprecated, still routed internally)
+                || v6.segments()[..4] == [0x100, 0, 0, 0] // discard-only
                 || first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
         }
     }
@@ -439,6 +489,22 @@ mod tests {
     }
 
     #[test]
+    fn names_for_this_machine() {
+        for name in [
+            "localhost",
+            "localhost.",
+            "LocalHost",
+            "a.localhost.",
+            "ip6-localhost",
+        ] {
+            assert!(is_local_name(name), "{name}");
+        }
+        for name in ["localhost.example.com", "mylocalhost", "example.com."] {
+            assert!(!is_local_name(name), "{name}");
+        }
+    }
+
+    #[test]
     fn special_addresses_are_not_public() {
         for ip in [
             "127.0.0.1",
@@ -455,10 +521,28 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::169.254.169.254",
+            "64:ff9b:1::a00:1",
+            "::127.0.0.1",
+            "::ffff:0:127.0.0.1",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::",
+            "2001:0:4136:e378:8000:63bf:f5ff:fffe",
+            "fec0::1",
+            "100::1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
+        for ip in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "2001:4860:4860::8888",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "::8.8.8.8",
+        ] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
     }

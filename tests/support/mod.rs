@@ -47,9 +47,11 @@ pub fn config(dir: &Path) -> Config {
             max_attempts: 4,
             backoff: Duration::from_millis(100),
             poll: Duration::from_millis(50),
+            proxy: None,
         },
         retention: Default::default(),
         exec: ExecSettings::with_dir(dir.join("exec")),
+        http: Default::default(),
     }
 }
 
