@@ -411,3 +411,25 @@ async fn a_deep_restore_leaves_no_staging_directories() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_stored_link_too_long_for_the_host_does_not_break_exec() {
+    // Only an import from before targets were capped could have stored one; plant it in the
+    // index directly.
+    let srv = TestServer::start().await;
+    let a = srv.agent("oldlink").await;
+    a.write("keep.txt", "kept").await;
+    let ws = warren_storage::WorkspaceId::parse(&srv.ws).unwrap();
+    let ns = warren_storage::Namespace::parse("oldlink").unwrap();
+    let op = warren::db::TreeOp::Symlink {
+        path: warren_storage::NsPath::parse("long-link").unwrap(),
+        target: "t".repeat(5000),
+        mtime: warren::ids::Micros::now(),
+    };
+    srv.services
+        .meta
+        .commit_tree_ops(&ws, &ns, &[op], &[])
+        .await
+        .unwrap();
+    assert_eq!(a.sh("cat workspace/keep.txt").await, "kept");
+}

@@ -278,6 +278,7 @@ impl Cgroup {
     pub fn destroy_blocking(self) -> io::Result<()> {
         self.kill_all_blocking()?;
         for d in &self.dirs {
+            // A just-killed task can linger as a zombie for a moment.
             let mut tries = 0;
             loop {
                 match std::fs::remove_dir(d) {
@@ -294,24 +295,10 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Kills what is left and removes the group.
+    /// Kills what is left and removes the group, off the async workers.
     pub async fn destroy(self) -> io::Result<()> {
-        self.kill_all().await?;
-        for d in &self.dirs {
-            // A just-killed task can linger as a zombie for a moment.
-            let mut tries = 0;
-            loop {
-                match std::fs::remove_dir(d) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(_) if tries < 500 => {
-                        tries += 1;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(())
+        tokio::task::spawn_blocking(move || self.destroy_blocking())
+            .await
+            .map_err(io::Error::other)?
     }
 }
