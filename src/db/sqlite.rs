@@ -37,23 +37,29 @@ pub struct SqliteStore {
 /// Makes the database and its WAL and shared-memory files readable by the server's user only
 /// (they hold webhook signing secrets and every tenant's event log), creating the database
 /// file with that mode if it is new; SQLite gives the other two the database file's mode.
+/// Files already private are not touched: another process (`warren admin reindex`) may have
+/// the database open, and SQLite's locks do not take kindly to other opens of its files.
 fn private_files(db: &std::path::Path) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(db)
-        .map_err(sqlx::Error::Io)?;
+    if !db.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(db)
+            .map_err(sqlx::Error::Io)?;
+    }
     for suffix in ["", "-wal", "-shm"] {
         let mut name = db.as_os_str().to_owned();
         name.push(suffix);
-        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(sqlx::Error::Io(e).into());
-            }
-            _ => {}
+        let mode = match std::fs::metadata(&name) {
+            Ok(m) => m.permissions().mode(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(sqlx::Error::Io(e).into()),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600))
+                .map_err(sqlx::Error::Io)?;
         }
     }
     Ok(())
