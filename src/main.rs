@@ -6,9 +6,6 @@ use warren::server::{Server, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // Everything Warren creates (tenant files, the database, keys) is the server user's alone.
-    // The paths the sandbox uid must traverse are given their modes explicitly.
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
