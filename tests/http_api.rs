@@ -866,10 +866,7 @@ async fn admin_reindex_rebuilds_the_index_from_storage() {
 #[tokio::test]
 async fn reindex_skips_a_file_that_is_also_a_directory() {
     // Only flat key spaces (S3, memory) can hold both `a` and `a/b`.
-    use warren::db::MetaStore;
-    let meta = warren::db::sqlite::SqliteStore::open("sqlite::memory:")
-        .await
-        .unwrap();
+    let meta = warren::db::open("sqlite::memory:").await.unwrap();
     let ws = warren_storage::WorkspaceId::parse("ws-00000000000000aa").unwrap();
     meta.ensure_default_workspace(&ws, "t", Micros::now())
         .await
@@ -882,7 +879,7 @@ async fn reindex_skips_a_file_that_is_also_a_directory() {
             .await
             .unwrap();
     }
-    let report = warren::services::reindex::reindex(&meta, &blobs, &ws, &ns)
+    let report = warren::services::reindex::reindex(meta.as_ref(), &blobs, &ws, &ns)
         .await
         .unwrap();
     assert_eq!((report.files, report.bytes), (2, 2));
@@ -898,4 +895,56 @@ async fn reindex_skips_a_file_that_is_also_a_directory() {
         .map(|e| e.path.as_str().to_owned())
         .collect();
     assert_eq!(names, ["a", "c"]);
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_made() {
+    let srv = TestServer::start().await;
+    let c = srv.admin();
+    let given = c
+        .request(Method::GET, "/v1/me")
+        .header("x-request-id", "client-chosen-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.headers()["x-request-id"], "client-chosen-42");
+
+    // Errors and unknown routes carry one too, each its own.
+    let a = c.request(Method::GET, "/nowhere").send().await.unwrap();
+    let b = srv
+        .anonymous()
+        .request(Method::GET, "/v1/me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), StatusCode::NOT_FOUND);
+    assert_eq!(b.status(), StatusCode::UNAUTHORIZED);
+    let (a, b) = (&a.headers()["x-request-id"], &b.headers()["x-request-id"]);
+    assert_eq!(a.len(), 16);
+    assert_ne!(a, b);
+}
+
+/// The edge layers turn a handler's panic into the JSON 500 every other error has, and the
+/// server keeps serving.
+#[tokio::test]
+async fn a_panicking_handler_is_a_json_500() {
+    async fn boom() -> &'static str {
+        panic!("handler bug")
+    }
+    let app = warren::http::edge(
+        axum::Router::new()
+            .route("/boom", axum::routing::get(boom))
+            .route("/fine", axum::routing::get(|| async { "fine" })),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let r = reqwest::get(format!("{base}/boom")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.headers().contains_key("x-request-id"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body, json!({ "detail": "Internal server error" }));
+    let r = reqwest::get(format!("{base}/fine")).await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "fine");
 }

@@ -32,7 +32,11 @@ impl FromRequestParts<AppState> for Auth {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim);
-        Ok(Auth(state.keys.authenticate(bearer).await?))
+        let caller = state.keys.authenticate(bearer).await?;
+        let span = tracing::Span::current();
+        span.record("workspace", caller.key.workspace.as_str());
+        span.record("key_id", caller.key.id.as_str());
+        Ok(Auth(caller))
     }
 }
 
@@ -87,6 +91,7 @@ impl FromRequestParts<AppState> for Runtime {
         if let Some(slot) = &audit {
             slot.namespace(ns.as_str());
         }
+        tracing::Span::current().record("namespace", ns.as_str());
         state.namespaces.check_live(&caller.key.workspace, &ns)?;
         Ok(Runtime { caller, ns, audit })
     }

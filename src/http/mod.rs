@@ -30,7 +30,7 @@ pub type AppState = Arc<Services>;
 /// The full router. No route redirects (the CLI treats a 3xx as an error), and every error,
 /// unknown routes included, is a JSON `{"detail": ...}`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/me", get(keys::me))
         .route(
@@ -70,7 +70,69 @@ pub fn router(state: AppState) -> Router {
         .merge(runtime(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    edge(routes)
+}
+
+/// What every response passes through, whatever route made it: a request id (the client's
+/// `X-Request-Id`, or one made here) echoed on the response; one span per request, which
+/// authentication fills in with the workspace, namespace and key; and a JSON 500 for a
+/// handler that panicked, logged with the panic's message.
+pub fn edge(router: Router) -> Router {
+    use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(NewRequestId))
+            .layer(
+                tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                    |req: &axum::http::Request<axum::body::Body>| {
+                        let id = req
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default();
+                        tracing::info_span!(
+                            "request",
+                            method = %req.method(),
+                            path = req.uri().path(),
+                            request_id = id,
+                            workspace = tracing::field::Empty,
+                            namespace = tracing::field::Empty,
+                            key_id = tracing::field::Empty,
+                        )
+                    },
+                ),
+            )
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked)),
+    )
+}
+
+/// Request ids made here: 16 random hex digits.
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl tower_http::request_id::MakeRequestId for NewRequestId {
+    fn make_request_id<B>(
+        &mut self,
+        _: &axum::http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let mut bytes = [0u8; 8];
+        rand::fill(&mut bytes);
+        let value = axum::http::HeaderValue::from_str(&hex::encode(bytes)).ok()?;
+        Some(tower_http::request_id::RequestId::new(value))
+    }
+}
+
+fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "a request handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").into_response()
 }
 
 /// The runtime routes (files, exec and snapshots): every call is audited.
