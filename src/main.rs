@@ -45,12 +45,11 @@ async fn serve(args: warren::config::ServeArgs) -> Result<(), warren::server::Bo
 }
 
 async fn reindex(args: ReindexArgs) -> Result<(), warren::server::BoxError> {
-    use warren::db::MetaStore;
     use warren_storage::{BlobStore, Namespace, WorkspaceId};
 
     let ns = Namespace::parse(&args.namespace)?;
     let (_, database, storage) = args.store.resolve()?;
-    let meta = warren::server::open_database(&database).await?;
+    let meta = warren::db::open(&database).await?;
     let blobs = BlobStore::open(&storage)?;
     let ws = match &args.workspace {
         Some(ws) => WorkspaceId::parse(ws)?,
@@ -62,7 +61,7 @@ async fn reindex(args: ReindexArgs) -> Result<(), warren::server::BoxError> {
             WorkspaceId::parse(&ws)?
         }
     };
-    let report = warren::services::reindex::reindex(&meta, &blobs, &ws, &ns).await?;
+    let report = warren::services::reindex::reindex(meta.as_ref(), &blobs, &ws, &ns).await?;
     meta.close().await;
     println!(
         "reindexed {ws}/{ns}: {} files, {} bytes, {} skipped",

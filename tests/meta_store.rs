@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use warren::db::sqlite::SqliteStore;
 use warren::db::{
     EntryKind, Error, FileWrite, KeyRecord, MetaStore, NewEvent, NewKey, Scope, TreeOp,
 };
@@ -474,16 +473,13 @@ async fn concurrent_writes_fail_alone(store: Arc<dyn MetaStore>) {
 type Fixture = (Arc<dyn MetaStore>, Option<tempfile::TempDir>);
 
 async fn sqlite_memory() -> Fixture {
-    (
-        Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap()),
-        None,
-    )
+    (warren::db::open("sqlite::memory:").await.unwrap(), None)
 }
 
 async fn sqlite_file() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("meta.db").display());
-    (Arc::new(SqliteStore::open(&url).await.unwrap()), Some(dir))
+    (warren::db::open(&url).await.unwrap(), Some(dir))
 }
 
 macro_rules! stores {

@@ -1,13 +1,13 @@
 //! The metadata store: workspaces, API keys, the file tree index and the event log.
 //!
-//! [`MetaStore`] is the narrow interface the services use. Each method is one transaction, so a
-//! state change and the event that records it are committed together or not at all. SQLite is
-//! the implementation today; PostgreSQL is meant to be a second implementation of the same trait
-//! run through the same suite (`tests/meta_store.rs`), so nothing SQLite-specific may leak out
-//! of `sqlite.rs`.
+//! [`MetaStore`] is the interface the services use, made of one narrow trait per kind of record
+//! ([`KeyStore`], [`TreeStore`], [`EventLog`], …). Each method is one transaction, so a state
+//! change and the event that records it are committed together or not at all. [`open`] picks
+//! the backend from the database URL; nothing outside this module names one. SQLite is the
+//! implementation today (`sqlite/`); a second backend is a second implementation of the same
+//! traits run through the same suite (`tests/meta_store.rs`).
 
-mod conns;
-pub mod sqlite;
+mod sqlite;
 
 use async_trait::async_trait;
 use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
@@ -23,12 +23,57 @@ pub enum Error {
     /// The namespace has been deleted (and not yet purged): nothing may change in it.
     #[error("namespace {0} is deleted")]
     NamespaceDeleted(String),
+    /// The database is momentarily too busy (a lock wait ran out); retrying soon may succeed.
+    #[error("database busy: {0}")]
+    Busy(String),
+    /// The database cannot be reached (connections refused or lost); retrying later may succeed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("database: {0}")]
-    Backend(#[from] sqlx::Error),
+    Backend(sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    #[error("unsupported database URL {0:?}: expected sqlite://path")]
+    UnsupportedUrl(String),
+}
+
+/// Sorts sqlx's errors into the classes callers act on: busy and unreachable databases are
+/// worth retrying, the rest are not.
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Error::Unavailable(e.to_string())
+            }
+            sqlx::Error::Database(db) if is_busy(db.code().as_deref()) => {
+                Error::Busy(e.to_string())
+            }
+            _ => Error::Backend(e),
+        }
+    }
+}
+
+/// SQLite's `SQLITE_BUSY` (5) and `SQLITE_LOCKED` (6), with their extended codes; PostgreSQL's
+/// serialization failure, deadlock and lock-timeout SQLSTATEs.
+fn is_busy(code: Option<&str>) -> bool {
+    let Some(code) = code else { return false };
+    // A SQLSTATE is always five characters; SQLite's (extended) codes are at most four digits.
+    if code.len() == 5 {
+        return matches!(code, "40001" | "40P01" | "55P03");
+    }
+    code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+}
+
+/// Opens the metadata store at `url` (`sqlite://path`, `sqlite::memory:`), applying pending
+/// migrations.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn MetaStore>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else {
+        Err(Error::UnsupportedUrl(url.to_owned()))
+    }
 }
 
 /// A name or path read back from the database that no longer validates: corruption.
@@ -320,10 +365,9 @@ pub struct NamespaceUsage {
     pub last_activity: Option<Micros>,
 }
 
+/// Server settings and workspaces.
 #[async_trait]
-pub trait MetaStore: Send + Sync + 'static {
-    // --- settings and workspaces ---
-
+pub trait Workspaces: Send + Sync {
     async fn get_setting(&self, name: &str) -> Result<Option<String>>;
 
     /// Creates `candidate` and records it as the server's default workspace unless a default
@@ -334,9 +378,11 @@ pub trait MetaStore: Send + Sync + 'static {
         name: &str,
         now: Micros,
     ) -> Result<(WorkspaceId, bool)>;
+}
 
-    // --- keys ---
-
+/// API keys, stored by the HMAC of their plaintext.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
     async fn insert_key(&self, key: &NewKey, event: &NewEvent) -> Result<()>;
 
     /// The active (not revoked) key with this hash, and the hash as stored.
@@ -364,9 +410,11 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Option<([u8; 32], KeyRecord)>>;
 
     async fn touch_key(&self, id: &KeyId, at: Micros) -> Result<()>;
+}
 
-    // --- the file tree ---
-
+/// Each namespace's file tree: what the index says exists, and its generation.
+#[async_trait]
+pub trait TreeStore: Send + Sync {
     async fn get_entry(
         &self,
         ws: &WorkspaceId,
@@ -386,7 +434,7 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Fails with [`Error::Conflict`] if a file could not be written at `path` now (an ancestor
     /// is not a directory, or the path is a directory). A cheap early check before bytes are
-    /// uploaded; [`MetaStore::commit_write`] checks again authoritatively.
+    /// uploaded; [`TreeStore::commit_write`] checks again authoritatively.
     async fn check_writable(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> Result<()>;
 
     /// Records a written file, creating missing ancestor directories and the namespace itself,
@@ -435,8 +483,16 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Every entry of a namespace's tree, by path.
     async fn tree(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<Vec<Entry>>;
 
-    // --- snapshots ---
+    /// Paths of every file (not directory or link) of a namespace.
+    async fn file_paths(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<Vec<NsPath>>;
 
+    /// The namespace's generation; 0 for a namespace never written.
+    async fn generation(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<u64>;
+}
+
+/// The catalogue of stored snapshots.
+#[async_trait]
+pub trait SnapshotCatalog: Send + Sync {
     /// Catalogues a stored snapshot and appends its event. Fails with
     /// [`Error::NamespaceDeleted`] if the namespace is deleted.
     async fn insert_snapshot(&self, snap: &SnapshotRecord, event: &NewEvent) -> Result<()>;
@@ -467,9 +523,11 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Up to `limit` snapshots whose expiry is at or before `now`, oldest expiry first.
     async fn expired_snapshots(&self, now: Micros, limit: u32) -> Result<Vec<SnapshotRecord>>;
+}
 
-    // --- namespace lifecycle ---
-
+/// Namespaces with their usage, deletion, restore and purge.
+#[async_trait]
+pub trait NamespaceLifecycle: Send + Sync {
     async fn list_namespaces(&self, ws: &WorkspaceId) -> Result<Vec<NamespaceUsage>>;
 
     /// Marks an active namespace deleted and revokes the keys locked to it, appending
@@ -507,15 +565,11 @@ pub trait MetaStore: Send + Sync + 'static {
         ns: &Namespace,
         event: &NewEvent,
     ) -> Result<bool>;
+}
 
-    /// Paths of every file (not directory or link) of a namespace.
-    async fn file_paths(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<Vec<NsPath>>;
-
-    /// The namespace's generation; 0 for a namespace never written.
-    async fn generation(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<u64>;
-
-    // --- events ---
-
+/// The workspace's event log, appended by the other stores' transactions.
+#[async_trait]
+pub trait EventLog: Send + Sync {
     /// The newest events of a workspace, newest first.
     async fn recent_events(&self, ws: &WorkspaceId, limit: u32) -> Result<Vec<EventRecord>> {
         self.query_events(&EventQuery::newest(ws.clone(), limit))
@@ -536,9 +590,11 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// The newest log position of a workspace (0 when it has no events).
     async fn last_event_seq(&self, ws: &WorkspaceId) -> Result<i64>;
+}
 
-    // --- webhooks ---
-
+/// Webhook subscriptions and the outbox of their deliveries.
+#[async_trait]
+pub trait WebhookOutbox: Send + Sync {
     async fn insert_webhook(&self, hook: &Webhook, event: &NewEvent) -> Result<()>;
 
     /// Live (not deleted) subscriptions of a workspace, oldest first.
@@ -562,8 +618,13 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Records an attempt on a claimed delivery and on its subscription's health fields.
     async fn finish_delivery(&self, delivery_id: i64, result: &AttemptResult) -> Result<()>;
 
-    // --- audit trail and retention ---
+    /// Records the outcome of a test delivery on the subscription's health fields.
+    async fn record_webhook_result(&self, webhook_id: &str, result: &AttemptResult) -> Result<()>;
+}
 
+/// The audit trail, and the retention sweep of the logs.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
     async fn append_audit(&self, records: &[AuditRecord]) -> Result<()>;
 
     async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>>;
@@ -572,10 +633,47 @@ pub trait MetaStore: Send + Sync + 'static {
     /// at most `batch` of each per call, so a large backlog is removed in bounded steps.
     async fn sweep_log(&self, cutoff: Micros, batch: u32) -> Result<Swept>;
 
-    /// What [`MetaStore::sweep_log`] would remove for `cutoff`, all batches together, without
+    /// What [`AuditLog::sweep_log`] would remove for `cutoff`, all batches together, without
     /// removing anything (the dry run).
     async fn count_log(&self, cutoff: Micros) -> Result<Swept>;
+}
 
-    /// Records the outcome of a test delivery on the subscription's health fields.
-    async fn record_webhook_result(&self, webhook_id: &str, result: &AttemptResult) -> Result<()>;
+/// Everything Warren keeps in its database; one implementation per backend, opened by [`open`]
+/// and run through the one suite in `tests/meta_store.rs`.
+#[async_trait]
+pub trait MetaStore:
+    Workspaces
+    + KeyStore
+    + TreeStore
+    + SnapshotCatalog
+    + NamespaceLifecycle
+    + EventLog
+    + WebhookOutbox
+    + AuditLog
+    + Send
+    + Sync
+    + 'static
+{
+    /// Waits for pending writes and closes every connection.
+    async fn close(&self);
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_codes_are_told_apart() {
+        // SQLITE_BUSY, SQLITE_BUSY_SNAPSHOT (517), SQLITE_LOCKED; PostgreSQL's retryable states.
+        for code in ["5", "517", "6", "40001", "40P01", "55P03"] {
+            assert!(is_busy(Some(code)), "{code}");
+        }
+        // SQLITE_CONSTRAINT_UNIQUE (2067), a unique violation, no code.
+        for code in [Some("2067"), Some("23505"), None] {
+            assert!(!is_busy(code), "{code:?}");
+        }
+        assert!(matches!(
+            Error::from(sqlx::Error::PoolTimedOut),
+            Error::Unavailable(_)
+        ));
+    }
 }

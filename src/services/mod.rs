@@ -60,6 +60,10 @@ pub enum Error {
     /// This server cannot do it (no sandbox on this host).
     #[error("{0}")]
     Unavailable(String),
+    /// Momentarily impossible (the database is busy or unreachable): the same call may succeed
+    /// if retried after a short wait.
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -78,6 +82,10 @@ impl From<db::Error> for Error {
             db::Error::Conflict(msg) => Error::Conflict(msg),
             db::Error::NamespaceDeleted(ns) => {
                 Error::NotFound(format!("Namespace not found: {ns}"))
+            }
+            db::Error::Busy(why) | db::Error::Unavailable(why) => {
+                tracing::warn!(%why, "the database could not take a call; the client may retry");
+                Error::Busy("The service is busy; retry shortly".into())
             }
             other => Error::Internal(other.to_string()),
         }

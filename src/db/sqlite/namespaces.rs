@@ -1,0 +1,179 @@
+//! NamespaceLifecycle on SQLite.
+
+use super::*;
+
+#[async_trait]
+impl NamespaceLifecycle for SqliteStore {
+    async fn list_namespaces(&self, ws: &WorkspaceId) -> Result<Vec<NamespaceUsage>> {
+        let rows = sqlx::query(
+            "SELECT n.name, n.state, n.created_at, n.deleted_at,
+               (SELECT COUNT(*) FROM files f WHERE f.workspace_id = n.workspace_id
+                  AND f.namespace = n.name AND f.kind = 'file') AS files,
+               (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.workspace_id = n.workspace_id
+                  AND f.namespace = n.name AND f.kind = 'file') AS bytes,
+               (SELECT MAX(created_at) FROM events e WHERE e.workspace_id = n.workspace_id
+                  AND e.namespace = n.name) AS last_activity,
+               (SELECT COUNT(*) FROM snapshots s WHERE s.workspace_id = n.workspace_id
+                  AND s.namespace = n.name) AS snapshots,
+               (SELECT COALESCE(SUM(size_bytes), 0) FROM snapshots s
+                  WHERE s.workspace_id = n.workspace_id AND s.namespace = n.name) AS snapshot_bytes
+             FROM namespaces n WHERE n.workspace_id = ? AND n.state <> 'purged' ORDER BY n.name",
+        )
+        .bind(ws.as_str())
+        .fetch_all(&mut *self.reader.get().await?)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NamespaceUsage {
+                    name: r.try_get("name")?,
+                    state: r.try_get("state")?,
+                    files: r.try_get::<i64, _>("files")? as u64,
+                    bytes: r.try_get::<i64, _>("bytes")? as u64,
+                    created_at: Micros(r.try_get("created_at")?),
+                    deleted_at: r.try_get::<Option<i64>, _>("deleted_at")?.map(Micros),
+                    snapshots: r.try_get::<i64, _>("snapshots")? as u64,
+                    snapshot_bytes: r.try_get::<i64, _>("snapshot_bytes")? as u64,
+                    last_activity: r.try_get::<Option<i64>, _>("last_activity")?.map(Micros),
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_namespace(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        event: &NewEvent,
+        key_event: &(dyn for<'k> Fn(&'k KeyId) -> NewEvent + Send + Sync),
+    ) -> Result<Option<Vec<[u8; 32]>>> {
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
+        let done = sqlx::query(
+            "UPDATE namespaces SET state = 'deleted', deleted_at = ?
+             WHERE workspace_id = ? AND name = ? AND state = 'active'",
+        )
+        .bind(event.created_at.0)
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Ok(None);
+        }
+        let revoked: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "UPDATE api_keys SET revoked_at = ?
+             WHERE workspace_id = ? AND namespace = ? AND revoked_at IS NULL RETURNING id, hash",
+        )
+        .bind(event.created_at.0)
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        append_event(&mut tx, event).await?;
+        let mut hashes = Vec::with_capacity(revoked.len());
+        for (id, hash) in revoked {
+            let key_id = KeyId::from_string(id);
+            let ev = key_event(&key_id);
+            append_event(&mut tx, &ev).await?;
+            hashes.push(hash32(hash)?);
+        }
+        tx.commit().await?;
+        Ok(Some(hashes))
+    }
+
+    async fn restore_namespace(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        event: &NewEvent,
+    ) -> Result<bool> {
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
+        let done = sqlx::query(
+            "UPDATE namespaces SET state = 'active', deleted_at = NULL
+             WHERE workspace_id = ? AND name = ? AND state = 'deleted'",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Ok(false);
+        }
+        append_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn begin_purge(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE namespaces SET state = 'purging'
+             WHERE workspace_id = ? AND name = ? AND state IN ('deleted', 'purging')",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .execute(&mut *self.writer.get().await?)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn deleted_namespaces(&self) -> Result<Vec<(WorkspaceId, Namespace, Micros)>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT workspace_id, name, deleted_at FROM namespaces
+             WHERE state IN ('deleted', 'purging')",
+        )
+        .fetch_all(&mut *self.reader.get().await?)
+        .await?;
+        rows.into_iter()
+            .map(|(ws, ns, at)| Ok((WorkspaceId::parse(&ws)?, Namespace::parse(&ns)?, Micros(at))))
+            .collect()
+    }
+
+    async fn purge_namespace(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        event: &NewEvent,
+    ) -> Result<bool> {
+        let mut conn = self.writer.get().await?;
+        let mut tx = conn.begin().await?;
+        let done = sqlx::query(
+            "UPDATE namespaces SET state = 'purged', purged_at = ?, generation = generation + 1
+             WHERE workspace_id = ? AND name = ? AND state = 'purging'",
+        )
+        .bind(event.created_at.0)
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Ok(false);
+        }
+        // Nothing of the old tenant may reach a new one of the same name: its history goes
+        // with its files, and subscriptions bound to the name end. Only the proof remains.
+        for sql in [
+            "DELETE FROM files WHERE workspace_id = ? AND namespace = ?",
+            "DELETE FROM snapshots WHERE workspace_id = ? AND namespace = ?",
+            "DELETE FROM deliveries WHERE event_seq IN
+               (SELECT seq FROM events WHERE workspace_id = ? AND namespace = ?)",
+            "DELETE FROM deliveries WHERE webhook_id IN
+               (SELECT id FROM webhooks WHERE workspace_id = ? AND namespace = ?)",
+            "DELETE FROM events WHERE workspace_id = ? AND namespace = ?",
+            "DELETE FROM audit WHERE workspace_id = ? AND namespace = ?",
+            "DELETE FROM webhooks WHERE workspace_id = ? AND namespace = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(ws.as_str())
+                .bind(ns.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        append_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
