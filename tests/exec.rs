@@ -191,6 +191,61 @@ async fn a_venv_made_in_one_exec_works_in_the_next() {
     assert_eq!(out, "/home/agent/workspace/.venv\n");
 }
 
+/// The id of the key named `name`, from the admin key listing.
+async fn key_id(srv: &TestServer, name: &str) -> String {
+    let keys = srv
+        .admin()
+        .get(&format!("/v1/workspaces/{}/keys", srv.ws))
+        .await;
+    keys.json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == name)
+        .unwrap()["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The race a revocation used to lose: an exec authenticated before the revocation but
+/// registered after its kill had looked for it. Held at exactly that point by the test hook,
+/// it must not run, whether the key was revoked or rotated meanwhile.
+#[tokio::test]
+async fn an_exec_authenticated_before_a_revocation_does_not_run_after_it() {
+    let srv = TestServer::start().await;
+    let observer = srv.agent("race").await;
+    for (name, revoke) in [("revoked", true), ("rotated", false)] {
+        let key = srv.mint(name, Some("race")).await;
+        let id = key_id(&srv, name).await;
+        let pause = srv.services.running.pause_next_hold();
+        let client = srv.client(&key, Some("race"));
+        let marker = format!("{name}.txt");
+        let command = format!("echo ran > workspace/{marker}");
+        let exec = tokio::spawn(async move { client.exec(&command).await });
+        pause.reached().await;
+
+        let path = format!("/v1/workspaces/{}/keys/{id}", srv.ws);
+        let r = if revoke {
+            srv.admin().delete(&path).await
+        } else {
+            srv.admin().post(&format!("{path}/rotate"), json!({})).await
+        };
+        assert!(r.status.is_success(), "{:?}", r.json);
+        pause.release();
+
+        let r = exec.await.unwrap();
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{name}: {:?}", r.json);
+        assert_eq!(
+            observer.read(&marker).await.status,
+            StatusCode::NOT_FOUND,
+            "{name}: the exec ran"
+        );
+    }
+    // The hook is spent: execs run as usual.
+    assert_eq!(observer.sh("echo fine").await, "fine\n");
+}
+
 #[tokio::test]
 async fn revoking_a_key_kills_its_running_exec_and_discards_its_changes() {
     let srv = TestServer::start().await;

@@ -40,6 +40,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The hash of the secret this caller presented.
+    pub(crate) fn token_hash(&self) -> &[u8; 32] {
+        &self.token_hash
+    }
+
     /// Checks that this key may manage `what` (keys, webhooks) in workspace `ws`.
     pub fn require_admin(&self, ws: &str, what: &str) -> Result<WorkspaceId> {
         let ws = self.require_workspace(ws)?;
@@ -353,16 +358,9 @@ impl Keys {
     }
 
     /// Registers a long-lived response (the event stream) under the caller's key, so that
-    /// revoking or rotating the key ends it. The key is checked once more after registering:
-    /// a revocation that ran between authentication and registration found nothing to end.
+    /// revoking or rotating the key ends it.
     pub async fn hold(&self, caller: &Caller) -> Result<RunGuard> {
-        let guard = self
-            .running
-            .register_stream(&caller.key.id, &caller.key.workspace);
-        match self.meta.key_by_hash(&caller.token_hash).await? {
-            Some((record, _)) if record.id == caller.key.id => Ok(guard),
-            _ => Err(Error::Unauthorized("Invalid API key".into())),
-        }
+        self.running.hold(self.meta.as_ref(), caller, None).await
     }
 
     /// Drops a key from the cache after its row was revoked (also by namespace deletion).

@@ -177,7 +177,10 @@ impl Exec {
             )));
         }
         let ws = &caller.key.workspace;
-        let guard = self.running.register(&caller.key.id, ws, ns);
+        let guard = self
+            .running
+            .hold(self.meta.as_ref(), caller, Some(ns))
+            .await?;
         let key = (ws.clone(), ns.clone());
         let slot = self.slot(&key);
         let mut copy = slot.copy.lock().await;

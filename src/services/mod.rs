@@ -110,6 +110,8 @@ pub struct Services {
     pub webhooks: Arc<Webhooks>,
     pub audit: Arc<Audit>,
     pub namespaces: Arc<Namespaces>,
+    /// The execs and streams in flight (exposed for its test hook).
+    pub running: Arc<running::Running>,
     pub default_workspace: WorkspaceId,
     /// Cancelled when the server begins shutting down; long-lived responses end on it.
     pub shutdown: CancellationToken,
@@ -158,7 +160,8 @@ impl Services {
             events: Events::new(Arc::clone(&meta)),
             webhooks: Arc::new(Webhooks::new(Arc::clone(&meta), webhooks)),
             audit: Arc::new(Audit::new(Arc::clone(&meta))),
-            namespaces: Arc::new(Namespaces::new(Arc::clone(&meta), running)),
+            namespaces: Arc::new(Namespaces::new(Arc::clone(&meta), Arc::clone(&running))),
+            running,
             meta,
             blobs,
             default_workspace,

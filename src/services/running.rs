@@ -1,6 +1,10 @@
 //! The execs in flight and the open event streams, by key (and an exec's namespace), so a
 //! revocation or a namespace deletion can end them and wait until they are gone before it
 //! returns.
+//!
+//! A revocation kills what is registered when it runs, so registration must not be able to
+//! slip in behind it: [`Running::hold`] registers first and checks the key afterwards. Either
+//! the revocation's kill sees the registration, or the check sees the revocation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +13,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use warren_storage::{Namespace, WorkspaceId};
 
+use super::{Caller, Error, Result};
+use crate::db::KeyStore;
 use crate::ids::KeyId;
 
 struct Entry {
@@ -23,6 +29,28 @@ struct Entry {
 pub struct Running {
     next: Mutex<u64>,
     map: Mutex<HashMap<u64, Entry>>,
+    /// A test hook: the next [`Running::hold`] waits here, between authentication and
+    /// registration, until released.
+    pause: Mutex<Option<Arc<Pause>>>,
+}
+
+/// A hold stopped before it registers; see [`Running::pause_next_hold`].
+#[derive(Default)]
+pub struct Pause {
+    reached: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl Pause {
+    /// Waits until a hold has stopped here.
+    pub async fn reached(&self) {
+        self.reached.notified().await;
+    }
+
+    /// Lets the stopped hold go on.
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
 }
 
 /// Registration of one exec or stream; dropping it (when it has finished) deregisters it.
@@ -42,14 +70,33 @@ impl Drop for RunGuard {
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 impl Running {
-    /// Registers an exec.
-    pub fn register(self: &Arc<Self>, key: &KeyId, ws: &WorkspaceId, ns: &Namespace) -> RunGuard {
-        self.add(key, ws, Some(ns))
+    /// Registers an exec in `ns`, or with `None` a live event stream (which spans the
+    /// workspace), under the caller's key, then checks that the secret the caller presented
+    /// still works: a revocation or rotation that ran after authentication found nothing to
+    /// kill, so it is caught here instead.
+    pub async fn hold(
+        self: &Arc<Self>,
+        keys: &dyn KeyStore,
+        caller: &Caller,
+        ns: Option<&Namespace>,
+    ) -> Result<RunGuard> {
+        let pause = self.pause.lock().unwrap().take();
+        if let Some(pause) = pause {
+            pause.reached.notify_one();
+            pause.release.notified().await;
+        }
+        let guard = self.add(&caller.key.id, &caller.key.workspace, ns);
+        match keys.key_by_hash(caller.token_hash()).await? {
+            Some((record, _)) if record.id == caller.key.id => Ok(guard),
+            _ => Err(Error::Unauthorized("Invalid API key".into())),
+        }
     }
 
-    /// Registers a live event stream, ended like an exec when its key is revoked or rotated.
-    pub fn register_stream(self: &Arc<Self>, key: &KeyId, ws: &WorkspaceId) -> RunGuard {
-        self.add(key, ws, None)
+    /// Test hook: makes the next [`Running::hold`] stop before it registers.
+    pub fn pause_next_hold(&self) -> Arc<Pause> {
+        let pause = Arc::new(Pause::default());
+        *self.pause.lock().unwrap() = Some(Arc::clone(&pause));
+        pause
     }
 
     fn add(self: &Arc<Self>, key: &KeyId, ws: &WorkspaceId, ns: Option<&Namespace>) -> RunGuard {
