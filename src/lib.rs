@@ -7,6 +7,7 @@
 pub mod config;
 pub mod db;
 pub mod envelope;
+pub mod event;
 pub mod http;
 pub mod ids;
 pub mod server;

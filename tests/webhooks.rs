@@ -203,6 +203,10 @@ async fn management_is_admin_only_and_shows_the_secret_once() {
         json!({ "url": "https://user:pw@example.com/" }),
         json!({ "url": rx.url, "events": [] }),
         json!({ "url": rx.url, "events": ["bad type!"] }),
+        // Well-formed but no event has these types: the subscription would never fire.
+        json!({ "url": rx.url, "events": ["file.writen"] }),
+        json!({ "url": rx.url, "events": ["file.*"] }),
+        json!({ "url": rx.url, "events": ["file.written", "exec.complete"] }),
         json!({ "url": rx.url, "namespace": "../x" }),
     ] {
         let r = admin.post(&hooks_url(&srv), bad.clone()).await;

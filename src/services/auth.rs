@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde_json::json;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use warren_storage::{Namespace, WorkspaceId};
@@ -20,6 +19,7 @@ use warren_storage::{Namespace, WorkspaceId};
 use super::running::{RunGuard, Running};
 use super::{Error, Result, event};
 use crate::db::{KeyRecord, MetaStore, NewKey, Scope};
+use crate::event::Event;
 use crate::ids::{KeyId, Micros};
 
 /// Plaintext keys look like `trove-sk-<48 hex>`, the format trove-sdk users know.
@@ -280,15 +280,14 @@ impl Keys {
         };
         let ev = event(
             caller,
-            "key.created",
             ws,
             None,
-            json!({
-                "key_id": record.id.as_str(),
-                "name": record.name,
-                "scope": scope.as_str(),
-                "namespace": record.namespace.as_ref().map(|n| n.as_str()),
-            }),
+            Event::KeyCreated {
+                key_id: record.id.to_string(),
+                name: record.name.clone(),
+                scope: scope.as_str(),
+                namespace: record.namespace.as_ref().map(|n| n.to_string()),
+            },
         );
         let new = NewKey {
             record,
@@ -313,13 +312,17 @@ impl Keys {
         caller: Option<&Caller>,
         ws: &WorkspaceId,
         id: &KeyId,
-        reason: Option<&str>,
+        reason: Option<&'static str>,
     ) -> Result<()> {
-        let mut data = json!({ "key_id": id.as_str() });
-        if let Some(reason) = reason {
-            data["reason"] = json!(reason);
-        }
-        let ev = event(caller, "key.revoked", ws, None, data);
+        let ev = event(
+            caller,
+            ws,
+            None,
+            Event::KeyRevoked {
+                key_id: id.to_string(),
+                reason,
+            },
+        );
         let hash = self
             .meta
             .revoke_key(ws, id, &ev)
@@ -342,10 +345,11 @@ impl Keys {
         let prefix: String = plaintext.chars().take(DISPLAY_PREFIX_LEN).collect();
         let ev = event(
             Some(caller),
-            "key.rotated",
             ws,
             None,
-            json!({ "key_id": id.as_str() }),
+            Event::KeyRotated {
+                key_id: id.to_string(),
+            },
         );
         let (old_hash, record) = self
             .meta

@@ -8,13 +8,14 @@ use warren_storage::Namespace;
 
 use super::{Caller, Error, Result};
 use crate::db::{EventQuery, EventRecord, MetaStore, Scope};
+use crate::event::EventKind;
 use crate::ids::Micros;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 1000;
 /// Event types only admins see: the proof of a purge describes the previous tenant of a name,
 /// and a new tenant of the same name must see nothing of it.
-const ADMIN_ONLY_TYPES: &[&str] = &["namespace.purged"];
+const ADMIN_ONLY_TYPES: &[&str] = &[EventKind::NamespacePurged.as_str()];
 
 /// What a caller asked for, already parsed.
 pub struct Feed {

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use serde_json::json;
 use warren_exec::{Change, Node, Outcome, Overlay, Sandbox, ScanLimits, WorkCopy};
 use warren_storage::{BlobStore, Namespace, NsPath, WorkspaceId};
 
@@ -25,6 +24,7 @@ use super::running::Running;
 use super::tree_lock::TreeLocks;
 use super::{Caller, Error, Result, event};
 use crate::db::{EntryKind, FileWrite, MetaStore, NewEvent, TreeOp};
+use crate::event::{Event, WriteSource};
 use crate::ids::Micros;
 
 /// Largest `stdin` accepted (spec §4.1).
@@ -276,17 +276,16 @@ impl Exec {
         let mut stderr = String::from_utf8_lossy(&run.stderr).into_owned();
         let completed = event(
             Some(caller),
-            "exec.completed",
             ws,
             Some(ns),
-            json!({
-                "command": req.command,
-                "exit_code": exit_code,
-                "duration_ms": run.duration.as_millis() as u64,
-                "stdout": stdout.chars().take(EVENT_STDOUT_CHARS).collect::<String>(),
-                "stdin_bytes": stdin_bytes,
-                "timed_out": run.outcome == Outcome::TimedOut,
-            }),
+            Event::ExecCompleted {
+                command: req.command.clone(),
+                exit_code,
+                duration_ms: run.duration.as_millis() as u64,
+                stdout: stdout.chars().take(EVENT_STDOUT_CHARS).collect(),
+                stdin_bytes,
+                timed_out: run.outcome == Outcome::TimedOut,
+            },
         );
         let not_synced = self
             .sync_back(caller, ns, wc, &overlay, scan, completed)
@@ -448,10 +447,21 @@ impl Exec {
         let written = |path: &NsPath, size: u64| {
             event(
                 Some(caller),
-                "file.written",
                 ws,
                 Some(ns),
-                json!({ "path": path.wire(), "size_bytes": size, "source": "exec" }),
+                Event::FileWritten {
+                    path: path.wire(),
+                    size_bytes: size,
+                    source: WriteSource::Exec,
+                },
+            )
+        };
+        let deleted = |path: &NsPath| {
+            event(
+                Some(caller),
+                ws,
+                Some(ns),
+                Event::FileDeleted { path: path.wire() },
             )
         };
         let files_below = |wc: &WorkCopy, p: &str, inclusive: bool| -> Vec<String> {
@@ -490,13 +500,7 @@ impl Exec {
                     );
                     if wc.node(raw).is_some() {
                         ops.push(TreeOp::Delete(path.clone()));
-                        events.push(event(
-                            Some(caller),
-                            "file.deleted",
-                            ws,
-                            Some(ns),
-                            json!({ "path": path.wire() }),
-                        ));
+                        events.push(deleted(&path));
                     }
                     plan.push((path, change, None));
                 }
@@ -506,13 +510,7 @@ impl Exec {
                         for f in files_below(wc, raw, false) {
                             if !upper_paths.contains(f.as_str()) {
                                 let p = NsPath::parse(&f)?;
-                                events.push(event(
-                                    Some(caller),
-                                    "file.deleted",
-                                    ws,
-                                    Some(ns),
-                                    json!({ "path": p.wire() }),
-                                ));
+                                events.push(deleted(&p));
                                 doomed.insert(p);
                             }
                         }

@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
-use serde_json::json;
 use warren_storage::{BlobStore, BlobWriter, Namespace, NsPath};
 
 use super::tree_lock::TreeLocks;
 use super::{Caller, Error, Result, event};
 use crate::db::{self, Entry, EntryKind, FileWrite, MetaStore};
+use crate::event::Event;
 use crate::ids::Micros;
 
 /// Largest file accepted by `PUT /files` and `POST /write`, and served by `GET /files`.
@@ -30,21 +30,7 @@ const FILE_MODE: u32 = 0o644;
 /// Object deletions in flight at once when a directory is removed.
 const DELETE_CONCURRENCY: usize = 16;
 
-/// Where a write came from; recorded as `source` on `file.written`.
-#[derive(Debug, Clone, Copy)]
-pub enum WriteSource {
-    Write,
-    Upload,
-}
-
-impl WriteSource {
-    fn as_str(self) -> &'static str {
-        match self {
-            WriteSource::Write => "write",
-            WriteSource::Upload => "upload",
-        }
-    }
-}
+pub use crate::event::WriteSource;
 
 pub struct TextContent {
     pub path: NsPath,
@@ -150,14 +136,13 @@ impl Files {
         };
         let ev = event(
             Some(caller),
-            "file.written",
             ws,
             Some(ns),
-            json!({
-                "path": path.wire(),
-                "size_bytes": written.size,
-                "source": source.as_str(),
-            }),
+            Event::FileWritten {
+                path: path.wire(),
+                size_bytes: written.size,
+                source,
+            },
         );
         let file = FileWrite {
             path: path.clone(),
@@ -313,10 +298,9 @@ impl Files {
         }
         let ev = event(
             Some(caller),
-            "file.deleted",
             ws,
             Some(ns),
-            json!({ "path": path.wire() }),
+            Event::FileDeleted { path: path.wire() },
         );
         let _guard = self.locks.delete(ws, ns, path).await;
         let removed = self

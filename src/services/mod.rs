@@ -20,11 +20,11 @@ pub mod webhooks;
 
 use std::sync::Arc;
 
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use warren_storage::{BlobStore, NameError, Namespace, WorkspaceId};
 
 use crate::db::{self, MetaStore, NewEvent};
+use crate::event::Event;
 use crate::ids::{EventId, Micros};
 
 pub use audit::Audit;
@@ -173,22 +173,17 @@ impl Services {
 /// Builds an event attributed to `caller`, stamped now.
 pub(crate) fn event(
     caller: Option<&Caller>,
-    kind: &'static str,
     workspace: &WorkspaceId,
     namespace: Option<&Namespace>,
-    data: serde_json::Value,
+    event: Event,
 ) -> NewEvent {
     NewEvent {
         id: EventId::random(),
-        kind,
+        kind: event.kind().as_str(),
         workspace: workspace.clone(),
         namespace: namespace.cloned(),
         key_id: caller.map(|c| c.key.id.clone()),
         created_at: Micros::now(),
-        data: if data.is_null() {
-            json!({}).to_string()
-        } else {
-            data.to_string()
-        },
+        data: event.data_json(),
     }
 }

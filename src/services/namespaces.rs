@@ -11,13 +11,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::json;
 use warren_storage::blob::ListError;
 use warren_storage::{BlobStore, Namespace, WorkspaceId};
 
 use super::running::Running;
 use super::{Caller, Error, Keys, Result, event};
 use crate::db::{MetaStore, NamespaceUsage};
+use crate::event::Event;
 use crate::ids::Micros;
 
 pub struct Namespaces {
@@ -105,18 +105,21 @@ impl Namespaces {
         let ns = Namespace::parse(ns)?;
         let ev = event(
             Some(caller),
-            "namespace.deleted",
             &ws,
             Some(&ns),
-            json!({ "namespace": ns.as_str() }),
+            Event::NamespaceDeleted {
+                namespace: ns.to_string(),
+            },
         );
         let key_event = |id: &crate::ids::KeyId| {
             event(
                 Some(caller),
-                "key.revoked",
                 &ws,
                 None,
-                json!({ "key_id": id.as_str(), "reason": "namespace deleted" }),
+                Event::KeyRevoked {
+                    key_id: id.to_string(),
+                    reason: Some("namespace deleted"),
+                },
             )
         };
         // Refuse new calls before the row changes, so none slips in between.
@@ -145,10 +148,11 @@ impl Namespaces {
         let ns = Namespace::parse(ns)?;
         let ev = event(
             Some(caller),
-            "namespace.restored",
             &ws,
             Some(&ns),
-            json!({ "namespace": ns.as_str() }),
+            Event::NamespaceRestored {
+                namespace: ns.to_string(),
+            },
         );
         if !self.meta.restore_namespace(&ws, &ns, &ev).await? {
             return Err(Error::NotFound(format!(
@@ -216,12 +220,15 @@ impl Namespaces {
             }
             let ev = event(
                 None,
-                "namespace.purged",
                 &ws,
                 Some(&ns),
-                json!({ "namespace": ns.as_str(), "objects": purged.objects,
-                        "bytes": purged.bytes, "snapshots": purged.snapshot_objects,
-                        "deleted_at": deleted_at.to_rfc3339() }),
+                Event::NamespacePurged {
+                    namespace: ns.to_string(),
+                    objects: purged.objects,
+                    bytes: purged.bytes,
+                    snapshots: purged.snapshot_objects,
+                    deleted_at: deleted_at.to_rfc3339(),
+                },
             );
             if self.meta.purge_namespace(&ws, &ns, &ev).await? {
                 self.deleted.write().unwrap().remove(&(ws, ns));

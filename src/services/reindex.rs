@@ -4,12 +4,12 @@
 use std::collections::HashSet;
 
 use futures::StreamExt;
-use serde_json::json;
 use warren_storage::blob::ListError;
 use warren_storage::{BlobStore, Namespace, NsPath, WorkspaceId};
 
 use super::{Result, event};
 use crate::db::{FileWrite, MetaStore};
+use crate::event::Event;
 use crate::ids::Micros;
 
 #[derive(Debug, Default)]
@@ -65,11 +65,14 @@ pub async fn reindex(
     }
     let ev = event(
         None,
-        "namespace.reindexed",
         ws,
         Some(ns),
-        json!({ "namespace": ns.as_str(), "files": report.files, "bytes": report.bytes,
-                "skipped": report.skipped.len() }),
+        Event::NamespaceReindexed {
+            namespace: ns.to_string(),
+            files: report.files,
+            bytes: report.bytes,
+            skipped: report.skipped.len(),
+        },
     );
     meta.replace_tree(ws, ns, &files, &ev).await?;
     Ok(report)

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use serde_json::json;
 use warren_storage::archive::{self, ArchiveEntry, ArchiveError, ArchiveKind, UnpackLimits};
 use warren_storage::{Blob, BlobStore, Namespace, NsPath, SnapshotId, StageStep};
 
@@ -20,6 +19,7 @@ use super::files::MAX_FILE_BYTES;
 use super::tree_lock::TreeLocks;
 use super::{Caller, Error, Result, event};
 use crate::db::{EntryKind, FileWrite, MetaStore, SnapshotRecord, TreeOp};
+use crate::event::Event;
 use crate::ids::Micros;
 
 /// Longest label (spec §11).
@@ -120,21 +120,17 @@ impl Snapshots {
         imported: bool,
     ) -> Result<SnapshotRecord> {
         let ws = &caller.key.workspace;
-        let mut data = json!({
-            "snapshot_id": snap.id.as_str(),
-            "label": snap.label,
-            "size_bytes": snap.size_bytes,
-            "file_count": snap.file_count,
-        });
-        if imported {
-            data["imported"] = json!(true);
-        }
         let ev = event(
             Some(caller),
-            "snapshot.created",
             ws,
             Some(&snap.namespace),
-            data,
+            Event::SnapshotCreated {
+                snapshot_id: snap.id.to_string(),
+                label: snap.label.clone(),
+                size_bytes: snap.size_bytes,
+                file_count: snap.file_count,
+                imported,
+            },
         );
         if let Err(e) = self.meta.insert_snapshot(&snap, &ev).await {
             let _ = self
@@ -219,10 +215,12 @@ impl Snapshots {
         let ws = &caller.key.workspace;
         let ev = event(
             Some(caller),
-            "snapshot.deleted",
             ws,
             Some(ns),
-            json!({ "snapshot_id": snap.id.as_str() }),
+            Event::SnapshotDeleted {
+                snapshot_id: snap.id.to_string(),
+                reason: None,
+            },
         );
         if !self.meta.delete_snapshot(ws, ns, &snap.id, &ev).await? {
             return Err(not_found(snap.id.as_str()));
@@ -401,10 +399,12 @@ impl Snapshots {
             ops[1..].sort_by(|a, b| op_path(a).cmp(op_path(b)));
             let ev = event(
                 Some(caller),
-                "snapshot.restored",
                 ws,
                 Some(ns),
-                json!({ "snapshot_id": snap.id.as_str(), "files_restored": files }),
+                Event::SnapshotRestored {
+                    snapshot_id: snap.id.to_string(),
+                    files_restored: files,
+                },
             );
             self.meta.commit_tree_ops(ws, ns, &ops, &[ev]).await?;
             Ok(())
@@ -473,10 +473,12 @@ impl Snapshots {
             for snap in batch {
                 let ev = event(
                     None,
-                    "snapshot.deleted",
                     &snap.workspace,
                     Some(&snap.namespace),
-                    json!({ "snapshot_id": snap.id.as_str(), "reason": "expired" }),
+                    Event::SnapshotDeleted {
+                        snapshot_id: snap.id.to_string(),
+                        reason: Some("expired"),
+                    },
                 );
                 if self
                     .meta

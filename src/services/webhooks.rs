@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde_json::json;
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,6 +26,7 @@ use warren_storage::{Namespace, WorkspaceId};
 use super::{Caller, Error, Result, event};
 use crate::db::{AttemptResult, ClaimedDelivery, EventRecord, MetaStore, Webhook};
 use crate::envelope::envelope;
+use crate::event::{Event, EventKind};
 use crate::ids::{EventId, Micros};
 
 /// Delivery behaviour, from configuration.
@@ -135,13 +135,16 @@ impl Webhooks {
                 "events must list 1-{MAX_EVENT_TYPES} event types, or [\"*\"]"
             )));
         }
-        if let Some(bad) = events.iter().find(|e| {
-            e.len() > 64
-                || !e
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._*".contains(c))
-        }) {
-            return Err(Error::BadRequest(format!("invalid event type {bad:?}")));
+        // A subscription to a type no event has would never fire: almost always a typo.
+        if let Some(bad) = events
+            .iter()
+            .find(|e| e.as_str() != "*" && EventKind::parse(e).is_none())
+        {
+            let bad: String = bad.chars().take(64).collect();
+            return Err(Error::BadRequest(format!(
+                "unknown event type {bad:?}; known types are \"*\" and {}",
+                EventKind::ALL.map(EventKind::as_str).join(", ")
+            )));
         }
         let namespace = req.namespace.as_deref().map(Namespace::parse).transpose()?;
         let mut secret = [0u8; 24];
@@ -164,11 +167,14 @@ impl Webhooks {
         };
         let ev = event(
             Some(caller),
-            "webhook.created",
             ws,
             None,
-            json!({ "webhook_id": hook.id, "url": hook.url, "events": hook.events,
-                    "namespace": hook.namespace.as_ref().map(|n| n.as_str()) }),
+            Event::WebhookCreated {
+                webhook_id: hook.id.clone(),
+                url: hook.url.clone(),
+                events: hook.events.clone(),
+                namespace: hook.namespace.as_ref().map(|n| n.to_string()),
+            },
         );
         self.meta.insert_webhook(&hook, &ev).await?;
         Ok(hook)
@@ -181,10 +187,11 @@ impl Webhooks {
     pub async fn delete(&self, caller: &Caller, ws: &WorkspaceId, id: &str) -> Result<()> {
         let ev = event(
             Some(caller),
-            "webhook.deleted",
             ws,
             None,
-            json!({ "webhook_id": id }),
+            Event::WebhookDeleted {
+                webhook_id: id.to_owned(),
+            },
         );
         if !self.meta.delete_webhook(ws, id, &ev).await? {
             return Err(Error::NotFound(format!("Webhook not found: {id}")));
@@ -200,15 +207,19 @@ impl Webhooks {
             .get_webhook(ws, id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("Webhook not found: {id}")))?;
+        let test = Event::WebhookTest {
+            message: "Test delivery from Warren",
+            webhook_id: id.to_owned(),
+        };
         let ev = EventRecord {
             seq: 0,
             id: EventId::random(),
-            kind: "webhook.test".into(),
+            kind: test.kind().to_string(),
             workspace: ws.clone(),
             namespace: hook.namespace.as_ref().map(|n| n.to_string()),
             key_id: None,
             created_at: Micros::now(),
-            data: json!({ "message": "Test delivery from Warren", "webhook_id": id }).to_string(),
+            data: test.data_json(),
         };
         let mut result = self.attempt(&hook, &ev).await;
         result.retry_at = None;
