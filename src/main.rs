@@ -61,7 +61,18 @@ async fn reindex(args: ReindexArgs) -> Result<(), warren::server::BoxError> {
             WorkspaceId::parse(&ws)?
         }
     };
-    let report = warren::services::reindex::reindex(meta.as_ref(), &blobs, &ws, &ns).await?;
+    // The server may be writing to the same database: a busy answer is worth a few retries.
+    let mut tries = 0;
+    let report = loop {
+        match warren::services::reindex::reindex(meta.as_ref(), &blobs, &ws, &ns).await {
+            Err(warren::services::Error::Busy(why)) if tries < 5 => {
+                tries += 1;
+                eprintln!("warren: {why}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * tries)).await;
+            }
+            other => break other?,
+        }
+    };
     meta.close().await;
     println!(
         "reindexed {ws}/{ns}: {} files, {} bytes, {} skipped",

@@ -409,7 +409,6 @@ async fn downloads_over_100_mb_are_cut_and_flagged() {
         workspace: ws.clone(),
         namespace: Some(ns.clone()),
         key_id: None,
-        created_at: Micros::now(),
         data: "{}".into(),
     };
     let file = FileWrite {

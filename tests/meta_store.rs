@@ -1,13 +1,19 @@
-//! The `MetaStore` behaviour suite. Every implementation must pass it unchanged; a backend joins
-//! by adding a constructor to the `stores!` invocation at the bottom.
+//! The `MetaStore` behaviour suite: every method of every sub-trait, with the promises callers
+//! rely on under concurrency (pollers that see each event once while others append, delivery
+//! leases that fence a stale worker, claimers that never share a delivery). Every
+//! implementation must pass it unchanged; a backend joins by adding a fixture to the `stores!`
+//! invocation at the bottom. Events are appended only through the changes that record them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use warren::db::{
-    EntryKind, Error, FileWrite, KeyRecord, MetaStore, NewEvent, NewKey, Scope, TreeOp,
+    AttemptResult, AuditQuery, AuditRecord, EntryKind, Error, EventQuery, EventRecord, FileWrite,
+    KeyRecord, LeaseToken, MetaStore, NewEvent, NewKey, Scope, SnapshotRecord, Swept, TreeOp,
+    Webhook,
 };
 use warren::ids::{EventId, KeyId, Micros};
-use warren_storage::{Namespace, NsPath, WorkspaceId};
+use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
 
 fn ws() -> WorkspaceId {
     WorkspaceId::parse("ws-00000000000000aa").unwrap()
@@ -28,7 +34,6 @@ fn ev(kind: &'static str, namespace: Option<&str>) -> NewEvent {
         workspace: ws(),
         namespace: namespace.map(ns),
         key_id: Some(KeyId::from_string("key-actor".into())),
-        created_at: Micros::now(),
         data: "{}".into(),
     }
 }
@@ -469,6 +474,1095 @@ async fn concurrent_writes_fail_alone(store: Arc<dyn MetaStore>) {
     assert_eq!(events.len(), 2 + 40);
 }
 
+// --- helpers for the cases below ---
+
+/// Mints a key (locked to `namespace` when given) with hash `[n; 32]`.
+async fn key(store: &dyn MetaStore, n: u8, namespace: Option<&str>) -> KeyRecord {
+    let record = KeyRecord {
+        id: KeyId::from_string(format!("key-{n}")),
+        workspace: ws(),
+        name: format!("k{n}"),
+        prefix: "trove-sk-abc".into(),
+        scope: Scope::Workspace,
+        namespace: namespace.map(ns),
+        created_at: Micros::now(),
+        last_used_at: None,
+        bootstrap: false,
+    };
+    let new = NewKey {
+        record: record.clone(),
+        hash: [n; 32],
+    };
+    store
+        .insert_key(&new, &ev("key.created", None))
+        .await
+        .unwrap();
+    record
+}
+
+/// Writes `path` in `namespace`, recording an event of `kind`; returns the event's id.
+async fn write(store: &dyn MetaStore, namespace: &str, path: &str, kind: &'static str) -> EventId {
+    let e = ev(kind, Some(namespace));
+    let id = e.id.clone();
+    store
+        .commit_write(&ws(), &ns(namespace), &file(path, 1), &e)
+        .await
+        .unwrap();
+    id
+}
+
+fn query(limit: u32) -> EventQuery {
+    EventQuery::newest(ws(), limit)
+}
+
+fn ids(events: &[EventRecord]) -> Vec<String> {
+    events.iter().map(|e| e.id.as_str().to_owned()).collect()
+}
+
+fn hook(id: &str, events: &[&str], namespace: Option<&str>) -> Webhook {
+    Webhook {
+        id: id.into(),
+        workspace: ws(),
+        url: "https://hooks.example/x".into(),
+        events: events.iter().map(|e| e.to_string()).collect(),
+        namespace: namespace.map(ns),
+        description: None,
+        secret: "trove-whsec-00".into(),
+        enabled: true,
+        created_at: Micros::now(),
+        last_delivery_at: None,
+        last_delivery_ok: None,
+        last_delivery_status: None,
+    }
+}
+
+fn attempt(ok: bool, retry_after: Option<Duration>) -> AttemptResult {
+    AttemptResult {
+        ok,
+        status: Some(if ok { 200 } else { 500 }),
+        error: None,
+        at: Micros::now(),
+        retry_after,
+    }
+}
+
+fn snapshot(id: u8, namespace: &str, created: i64, expires: i64) -> SnapshotRecord {
+    SnapshotRecord {
+        id: SnapshotId::from_random([id; 8]),
+        workspace: ws(),
+        namespace: ns(namespace),
+        label: Some(format!("s{id}")),
+        size_bytes: 100 + id as u64,
+        file_count: id as u64,
+        key_id: Some("key-1".into()),
+        created_at: Micros(created),
+        expires_at: Micros(expires),
+    }
+}
+
+fn audit(key: &str, namespace: &str, operation: &str, at: i64) -> AuditRecord {
+    AuditRecord {
+        seq: 0,
+        workspace: ws(),
+        key_id: key.into(),
+        namespace: Some(namespace.into()),
+        operation: operation.into(),
+        path: Some("a.txt".into()),
+        status: 200,
+        created_at: Micros(at),
+    }
+}
+
+// --- settings, trees ---
+
+async fn the_default_workspace_is_a_setting(store: Arc<dyn MetaStore>) {
+    assert_eq!(store.get_setting("default_workspace").await.unwrap(), None);
+    setup(&*store).await;
+    assert_eq!(
+        store.get_setting("default_workspace").await.unwrap(),
+        Some(ws().to_string())
+    );
+    assert_eq!(store.get_setting("no such setting").await.unwrap(), None);
+}
+
+async fn replace_tree_swaps_the_whole_tree(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    let a = ns("a");
+    write(&*store, "a", "old.txt", "file.written").await;
+    write(&*store, "a", "d/old.txt", "file.written").await;
+    let before = store.generation(&ws(), &a).await.unwrap();
+    let e = ev("namespace.reindexed", Some("a"));
+    store
+        .replace_tree(&ws(), &a, &[file("x/y/z.txt", 5), file("top.txt", 2)], &e)
+        .await
+        .unwrap();
+    let paths: Vec<String> = store
+        .tree(&ws(), &a)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.path.as_str().to_owned())
+        .collect();
+    assert_eq!(paths, ["top.txt", "x", "x/y", "x/y/z.txt"]);
+    let mut files = store.file_paths(&ws(), &a).await.unwrap();
+    files.sort();
+    assert_eq!(files, [p("top.txt"), p("x/y/z.txt")]);
+    assert!(store.generation(&ws(), &a).await.unwrap() > before);
+    assert_eq!(store.recent_events(&ws(), 1).await.unwrap()[0].id, e.id);
+    // An empty replacement empties the namespace.
+    store
+        .replace_tree(&ws(), &a, &[], &ev("namespace.reindexed", Some("a")))
+        .await
+        .unwrap();
+    assert!(store.file_paths(&ws(), &a).await.unwrap().is_empty());
+}
+
+// --- snapshots and the namespace lifecycle ---
+
+async fn the_snapshot_catalogue(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    write(&*store, "a", "f.txt", "file.written").await;
+    for (id, created, expires) in [(1, 10, 300), (2, 20, 100), (3, 30, 200)] {
+        store
+            .insert_snapshot(
+                &snapshot(id, "a", created, expires),
+                &ev("snapshot.created", Some("a")),
+            )
+            .await
+            .unwrap();
+    }
+    let listed = store.list_snapshots(&ws(), &ns("a"), 10).await.unwrap();
+    let labels: Vec<_> = listed.iter().map(|s| s.label.clone().unwrap()).collect();
+    assert_eq!(labels, ["s3", "s2", "s1"], "newest first");
+    assert_eq!(
+        store
+            .list_snapshots(&ws(), &ns("a"), 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        store
+            .list_snapshots(&ws(), &ns("b"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let two = snapshot(2, "a", 20, 100);
+    assert_eq!(
+        store.get_snapshot(&ws(), &ns("a"), &two.id).await.unwrap(),
+        Some(two.clone())
+    );
+    assert_eq!(
+        store.get_snapshot(&ws(), &ns("b"), &two.id).await.unwrap(),
+        None
+    );
+
+    // Expired at or before `now`, soonest expiry first, bounded.
+    let expired = store.expired_snapshots(Micros(200), 10).await.unwrap();
+    let labels: Vec<_> = expired.iter().map(|s| s.label.clone().unwrap()).collect();
+    assert_eq!(labels, ["s2", "s3"]);
+    assert_eq!(
+        store.expired_snapshots(Micros(200), 1).await.unwrap().len(),
+        1
+    );
+
+    let del = ev("snapshot.deleted", Some("a"));
+    assert!(
+        store
+            .delete_snapshot(&ws(), &ns("a"), &two.id, &del)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_snapshot(&ws(), &ns("a"), &two.id, &del)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_snapshot(&ws(), &ns("a"), &two.id).await.unwrap(),
+        None
+    );
+
+    let usage = store.list_namespaces(&ws()).await.unwrap();
+    let a = usage.iter().find(|u| u.name == "a").unwrap();
+    assert_eq!((a.snapshots, a.snapshot_bytes), (2, 101 + 103));
+    assert_eq!((a.files, a.bytes, a.state.as_str()), (1, 1, "active"));
+}
+
+async fn namespace_lifecycle_from_delete_to_purge(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    write(&*store, "gone", "f.txt", "file.written").await;
+    write(&*store, "kept", "f.txt", "file.written").await;
+    let locked = key(&*store, 1, Some("gone")).await;
+    key(&*store, 2, Some("kept")).await;
+    key(&*store, 3, None).await;
+    store
+        .insert_snapshot(
+            &snapshot(1, "gone", 10, i64::MAX),
+            &ev("snapshot.created", Some("gone")),
+        )
+        .await
+        .unwrap();
+    store
+        .insert_webhook(
+            &hook("wh-gone", &["*"], Some("gone")),
+            &ev("webhook.created", None),
+        )
+        .await
+        .unwrap();
+    store
+        .insert_webhook(&hook("wh-all", &["*"], None), &ev("webhook.created", None))
+        .await
+        .unwrap();
+    store
+        .append_audit(&[
+            audit("key-1", "gone", "write", 5),
+            audit("key-2", "kept", "write", 5),
+        ])
+        .await
+        .unwrap();
+
+    let (gone, kept) = (ns("gone"), ns("kept"));
+    let revoked_event = |id: &KeyId| NewEvent {
+        data: format!(r#"{{"key_id":"{id}"}}"#),
+        ..ev("key.revoked", None)
+    };
+    let hashes = store
+        .delete_namespace(
+            &ws(),
+            &gone,
+            &ev("namespace.deleted", Some("gone")),
+            &revoked_event,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        hashes,
+        vec![[1u8; 32]],
+        "only the key locked to it is revoked"
+    );
+    assert!(store.key_by_hash(&[1; 32]).await.unwrap().is_none());
+    assert!(store.key_by_hash(&[2; 32]).await.unwrap().is_some());
+    let newest = store.recent_events(&ws(), 2).await.unwrap();
+    let kinds: Vec<_> = newest.iter().map(|e| e.kind.as_str()).collect();
+    assert!(
+        kinds.contains(&"namespace.deleted") && kinds.contains(&"key.revoked"),
+        "{kinds:?}"
+    );
+    assert!(newest.iter().any(|e| e.data.contains(locked.id.as_str())));
+    // Nothing may change in it while it is deleted; a second delete finds nothing.
+    let r = store
+        .commit_write(
+            &ws(),
+            &gone,
+            &file("new.txt", 1),
+            &ev("file.written", Some("gone")),
+        )
+        .await;
+    assert!(matches!(r, Err(Error::NamespaceDeleted(_))), "{r:?}");
+    let r = store
+        .insert_snapshot(
+            &snapshot(9, "gone", 1, 2),
+            &ev("snapshot.created", Some("gone")),
+        )
+        .await;
+    assert!(matches!(r, Err(Error::NamespaceDeleted(_))), "{r:?}");
+    let again = store
+        .delete_namespace(
+            &ws(),
+            &gone,
+            &ev("namespace.deleted", Some("gone")),
+            &revoked_event,
+        )
+        .await
+        .unwrap();
+    assert!(again.is_none());
+    let state = |usage: &[warren::db::NamespaceUsage], name: &str| {
+        usage
+            .iter()
+            .find(|u| u.name == name)
+            .map(|u| u.state.clone())
+    };
+    let usage = store.list_namespaces(&ws()).await.unwrap();
+    assert_eq!(state(&usage, "gone").as_deref(), Some("deleted"));
+    let deleted = store.deleted_namespaces().await.unwrap();
+    assert_eq!(
+        deleted.iter().map(|d| (&d.0, &d.1)).collect::<Vec<_>>(),
+        [(&ws(), &gone)]
+    );
+
+    // Restore brings it back (its revoked keys stay revoked); restoring twice finds nothing.
+    let restored = ev("namespace.restored", Some("gone"));
+    assert!(
+        store
+            .restore_namespace(&ws(), &gone, &restored)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .restore_namespace(&ws(), &gone, &restored)
+            .await
+            .unwrap()
+    );
+    assert!(store.key_by_hash(&[1; 32]).await.unwrap().is_none());
+    assert!(store.deleted_namespaces().await.unwrap().is_empty());
+    write(&*store, "gone", "after.txt", "file.written").await;
+
+    // Delete again, then purge: past begin_purge there is no way back.
+    store
+        .delete_namespace(
+            &ws(),
+            &gone,
+            &ev("namespace.deleted", Some("gone")),
+            &revoked_event,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let proof = ev("namespace.purged", Some("gone"));
+    assert!(
+        !store.purge_namespace(&ws(), &gone, &proof).await.unwrap(),
+        "not purging yet"
+    );
+    assert!(
+        !store.begin_purge(&ws(), &kept).await.unwrap(),
+        "kept is not deleted"
+    );
+    assert!(store.begin_purge(&ws(), &gone).await.unwrap());
+    assert!(
+        store.begin_purge(&ws(), &gone).await.unwrap(),
+        "still purging"
+    );
+    assert!(
+        !store
+            .restore_namespace(&ws(), &gone, &restored)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.deleted_namespaces().await.unwrap().len(), 1);
+    assert!(store.purge_namespace(&ws(), &gone, &proof).await.unwrap());
+    assert!(!store.purge_namespace(&ws(), &gone, &proof).await.unwrap());
+
+    // Only the proof remains of it; the other namespace lost nothing.
+    assert!(store.tree(&ws(), &gone).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_snapshots(&ws(), &gone, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let left = store
+        .query_events(&EventQuery {
+            namespace: Some(gone.clone()),
+            ..query(100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&left), [proof.id.as_str()]);
+    let audit_q = |namespace: &str| AuditQuery {
+        workspace: ws(),
+        key_id: None,
+        namespace: Some(namespace.into()),
+        operation: None,
+        from: None,
+        to: None,
+        cursor: None,
+        oldest_first: false,
+        limit: 100,
+    };
+    assert!(
+        store
+            .query_audit(&audit_q("gone"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.query_audit(&audit_q("kept")).await.unwrap().len(), 1);
+    let hooks: Vec<_> = store
+        .list_webhooks(&ws())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(hooks, ["wh-all"]);
+    assert!(store.deleted_namespaces().await.unwrap().is_empty());
+    assert_eq!(store.tree(&ws(), &kept).await.unwrap().len(), 1);
+    // The name is free for a new tenant, who starts from nothing.
+    write(&*store, "gone", "fresh.txt", "file.written").await;
+    assert_eq!(
+        store.file_paths(&ws(), &gone).await.unwrap(),
+        [p("fresh.txt")]
+    );
+}
+
+// --- the event log ---
+
+async fn event_queries_filter_and_page(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    let mut all = Vec::new();
+    for i in 0..6 {
+        let (n, kind) = if i % 2 == 0 {
+            ("a", "file.written")
+        } else {
+            ("b", "exec.completed")
+        };
+        all.push(write(&*store, n, &format!("f{i}"), kind).await);
+    }
+    let newest_first: Vec<String> = all.iter().rev().map(|i| i.as_str().to_owned()).collect();
+    assert_eq!(
+        ids(&store.recent_events(&ws(), 100).await.unwrap()),
+        newest_first
+    );
+    assert_eq!(
+        ids(&store.recent_events(&ws(), 2).await.unwrap()),
+        newest_first[..2]
+    );
+
+    let only_a = store
+        .query_events(&EventQuery {
+            namespace: Some(ns("a")),
+            ..query(100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(only_a.len(), 3);
+    assert!(only_a.iter().all(|e| e.namespace.as_deref() == Some("a")));
+    let typed = store
+        .query_events(&EventQuery {
+            types: vec!["exec.completed".into()],
+            ..query(100)
+        })
+        .await
+        .unwrap();
+    assert!(typed.len() == 3 && typed.iter().all(|e| e.kind == "exec.completed"));
+    let hidden = store
+        .query_events(&EventQuery {
+            hidden_types: &["exec.completed"],
+            ..query(100)
+        })
+        .await
+        .unwrap();
+    assert!(hidden.len() == 3 && hidden.iter().all(|e| e.kind == "file.written"));
+
+    // Times strictly increase in log order; `since` is strictly after.
+    let log = store.recent_events(&ws(), 100).await.unwrap();
+    assert!(
+        log.windows(2)
+            .all(|w| w[0].created_at > w[1].created_at && w[0].seq > w[1].seq)
+    );
+    let since = store
+        .query_events(&EventQuery {
+            since: Some(log[2].created_at),
+            ..query(100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&since), newest_first[..2]);
+
+    // Paging with the cursor: strictly below it, every event once.
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .query_events(&EventQuery {
+                before_seq: before,
+                ..query(4)
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some(last.seq);
+        paged.extend(ids(&page));
+    }
+    assert_eq!(paged, newest_first);
+
+    // The stream's view: oldest first after a position, bounded, optionally one namespace.
+    assert_eq!(store.last_event_seq(&ws()).await.unwrap(), log[0].seq);
+    let other = WorkspaceId::parse("ws-00000000000000bb").unwrap();
+    assert_eq!(store.last_event_seq(&other).await.unwrap(), 0);
+    let after = store
+        .events_after(&ws(), None, log[3].seq, 100)
+        .await
+        .unwrap();
+    let oldest_first: Vec<String> = newest_first[..3].iter().rev().cloned().collect();
+    assert_eq!(ids(&after), oldest_first);
+    assert_eq!(
+        store
+            .events_after(&ws(), None, log[3].seq, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let after_b = store
+        .events_after(&ws(), Some(&ns("b")), 0, 100)
+        .await
+        .unwrap();
+    assert!(after_b.len() == 3 && after_b.iter().all(|e| e.namespace.as_deref() == Some("b")));
+}
+
+/// The promise pollers rely on: while others append, a reader that polls by position
+/// (`events_after`) or by time (`since`) sees every event exactly once, in log order.
+async fn pollers_see_every_event_once_while_others_append(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    const WRITERS: usize = 4;
+    const EACH: usize = 40;
+    let total = WRITERS * EACH;
+    let by_position = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let (mut seen, mut at) = (Vec::new(), 0);
+            while seen.len() < total {
+                let batch = store.events_after(&ws(), None, at, 7).await.unwrap();
+                if let Some(last) = batch.last() {
+                    at = last.seq;
+                }
+                seen.extend(ids(&batch));
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    let by_time = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let (mut seen, mut since) = (Vec::new(), None);
+            while seen.len() < total {
+                let mut batch = store
+                    .query_events(&EventQuery {
+                        since,
+                        ..query(1000)
+                    })
+                    .await
+                    .unwrap();
+                batch.reverse();
+                if let Some(last) = batch.last() {
+                    since = Some(last.created_at);
+                }
+                seen.extend(ids(&batch));
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    write(&*store, &format!("w{w}"), &format!("f{i}"), "file.written").await;
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let log: Vec<String> = store
+        .recent_events(&ws(), 1000)
+        .await
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| e.id.as_str().to_owned())
+        .collect();
+    assert_eq!(log.len(), total);
+    let (by_position, by_time) = (by_position.await.unwrap(), by_time.await.unwrap());
+    assert_eq!(by_position, log, "position poller");
+    assert_eq!(by_time, log, "time poller");
+}
+
+// --- webhooks and their outbox ---
+
+async fn webhooks_are_listed_and_deleted(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    let a = hook("wh-a", &["file.written"], Some("a"));
+    store
+        .insert_webhook(&a, &ev("webhook.created", None))
+        .await
+        .unwrap();
+    store
+        .insert_webhook(&hook("wh-b", &["*"], None), &ev("webhook.created", None))
+        .await
+        .unwrap();
+    let listed: Vec<_> = store
+        .list_webhooks(&ws())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(listed, ["wh-a", "wh-b"], "oldest first");
+    let got = store.get_webhook(&ws(), "wh-a").await.unwrap().unwrap();
+    assert_eq!(
+        (got.events, got.namespace, got.secret),
+        (a.events, a.namespace, a.secret)
+    );
+    let other = WorkspaceId::parse("ws-00000000000000bb").unwrap();
+    assert!(store.get_webhook(&other, "wh-a").await.unwrap().is_none());
+
+    store
+        .record_webhook_result("wh-a", &attempt(false, None))
+        .await
+        .unwrap();
+    let got = store.get_webhook(&ws(), "wh-a").await.unwrap().unwrap();
+    assert_eq!(
+        (got.last_delivery_ok, got.last_delivery_status),
+        (Some(false), Some(500))
+    );
+    assert!(got.last_delivery_at.is_some());
+
+    let del = ev("webhook.deleted", None);
+    assert!(store.delete_webhook(&ws(), "wh-a", &del).await.unwrap());
+    assert!(!store.delete_webhook(&ws(), "wh-a", &del).await.unwrap());
+    assert!(store.get_webhook(&ws(), "wh-a").await.unwrap().is_none());
+    assert_eq!(store.list_webhooks(&ws()).await.unwrap().len(), 1);
+}
+
+async fn deliveries_fan_out_by_type_and_namespace(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    for h in [
+        hook("wh-written", &["file.written"], None),
+        hook("wh-b", &["*"], Some("b")),
+        hook("wh-deleted", &["file.deleted", "exec.completed"], None),
+    ] {
+        store
+            .insert_webhook(&h, &ev("webhook.created", None))
+            .await
+            .unwrap();
+    }
+    write(&*store, "a", "x", "file.written").await;
+    write(&*store, "b", "y", "exec.completed").await;
+    let lease = Duration::from_secs(600);
+    let mut got: Vec<(String, String)> = Vec::new();
+    loop {
+        let claimed = store.claim_deliveries(lease, 10, 10).await.unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        for d in claimed {
+            got.push((d.webhook.id.clone(), d.event.kind.clone()));
+            assert!(
+                store
+                    .finish_delivery(d.id, &d.lease, &attempt(true, None))
+                    .await
+                    .unwrap()
+            );
+        }
+    }
+    got.sort();
+    let want = [
+        ("wh-b", "exec.completed"),
+        ("wh-deleted", "exec.completed"),
+        ("wh-written", "file.written"),
+    ];
+    assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
+    let health = store.get_webhook(&ws(), "wh-b").await.unwrap().unwrap();
+    assert_eq!(
+        (health.last_delivery_ok, health.last_delivery_status),
+        (Some(true), Some(200))
+    );
+}
+
+/// Leases are exclusive per subscription, run out, and fence: an attempt whose lease was
+/// claimed again cannot record its outcome.
+async fn delivery_leases_fence_stale_workers(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    store
+        .insert_webhook(
+            &hook("wh", &["file.written"], None),
+            &ev("webhook.created", None),
+        )
+        .await
+        .unwrap();
+    write(&*store, "a", "one", "file.written").await;
+    write(&*store, "a", "two", "file.written").await;
+
+    // One delivery per subscription in flight; none while it is leased.
+    let first = store
+        .claim_deliveries(Duration::from_secs(600), 10, 5)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2, "two due, both within per_webhook");
+    for d in &first {
+        assert!(
+            store
+                .finish_delivery(d.id, &d.lease, &attempt(true, None))
+                .await
+                .unwrap()
+        );
+    }
+    write(&*store, "a", "three", "file.written").await;
+    write(&*store, "a", "four", "file.written").await;
+    let held = store
+        .claim_deliveries(Duration::from_secs(600), 10, 1)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1, "per_webhook bounds a claim");
+    assert!(
+        store
+            .claim_deliveries(Duration::from_secs(600), 10, 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the subscription is busy"
+    );
+    assert!(
+        store
+            .finish_delivery(held[0].id, &held[0].lease, &attempt(true, None))
+            .await
+            .unwrap()
+    );
+
+    // A lease that runs out makes the delivery due again, under a new token.
+    let stale = store
+        .claim_deliveries(Duration::from_millis(1), 10, 1)
+        .await
+        .unwrap();
+    assert_eq!(stale.len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let fresh = store
+        .claim_deliveries(Duration::from_secs(600), 10, 1)
+        .await
+        .unwrap();
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0].id, stale[0].id);
+    assert_ne!(fresh[0].lease, stale[0].lease);
+    assert!(
+        !store
+            .finish_delivery(stale[0].id, &stale[0].lease, &attempt(false, None))
+            .await
+            .unwrap(),
+        "a stale lease cannot finish it"
+    );
+    assert!(
+        !store
+            .finish_delivery(fresh[0].id, &LeaseToken::random(), &attempt(true, None))
+            .await
+            .unwrap()
+    );
+
+    // A failure with a retry is pending again after the delay, counting the attempt.
+    assert!(
+        store
+            .finish_delivery(
+                fresh[0].id,
+                &fresh[0].lease,
+                &attempt(false, Some(Duration::from_secs(3600)))
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_deliveries(Duration::from_secs(600), 10, 5)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due for an hour"
+    );
+    assert!(
+        !store
+            .finish_delivery(fresh[0].id, &fresh[0].lease, &attempt(true, None))
+            .await
+            .unwrap(),
+        "a finished lease is spent"
+    );
+    write(&*store, "a", "five", "file.written").await;
+    let next = store
+        .claim_deliveries(Duration::from_secs(600), 10, 5)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert!(
+        store
+            .finish_delivery(
+                next[0].id,
+                &next[0].lease,
+                &attempt(false, Some(Duration::ZERO))
+            )
+            .await
+            .unwrap()
+    );
+    let retried = store
+        .claim_deliveries(Duration::from_secs(600), 10, 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        (retried.len(), retried[0].id, retried[0].attempts),
+        (1, next[0].id, 1)
+    );
+    // Failed for good: never claimed again.
+    assert!(
+        store
+            .finish_delivery(retried[0].id, &retried[0].lease, &attempt(false, None))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_deliveries(Duration::from_secs(600), 10, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Deleting the subscription cancels what it had pending, leased or not.
+    write(&*store, "a", "six", "file.written").await;
+    let doomed = store
+        .claim_deliveries(Duration::from_secs(600), 10, 5)
+        .await
+        .unwrap();
+    assert_eq!(doomed.len(), 1);
+    assert!(
+        store
+            .delete_webhook(&ws(), "wh", &ev("webhook.deleted", None))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_delivery(doomed[0].id, &doomed[0].lease, &attempt(true, None))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(
+        store
+            .claim_deliveries(Duration::from_secs(600), 10, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Concurrent workers never hold the same delivery at once, and every delivery is finished
+/// exactly once.
+async fn concurrent_claimers_share_the_outbox(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    for h in 0..4 {
+        store
+            .insert_webhook(
+                &hook(&format!("wh-{h}"), &["file.written"], None),
+                &ev("webhook.created", None),
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..10 {
+        write(&*store, "a", &format!("f{i}"), "file.written").await;
+    }
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                for _ in 0..200 {
+                    let batch = store
+                        .claim_deliveries(Duration::from_secs(600), 3, 2)
+                        .await
+                        .unwrap();
+                    for d in batch {
+                        assert!(
+                            store
+                                .finish_delivery(d.id, &d.lease, &attempt(true, None))
+                                .await
+                                .unwrap()
+                        );
+                        done.push(d.id);
+                    }
+                    tokio::task::yield_now().await;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        (n, all.len()),
+        (40, 40),
+        "each of 4 × 10 deliveries finished once"
+    );
+}
+
+// --- audit and retention ---
+
+async fn audit_trail_filters_and_pages(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    let records: Vec<AuditRecord> = (0..10)
+        .map(|i| {
+            audit(
+                if i % 2 == 0 { "key-a" } else { "key-b" },
+                if i < 5 { "x" } else { "y" },
+                if i % 3 == 0 { "exec" } else { "write" },
+                100 + i,
+            )
+        })
+        .collect();
+    store.append_audit(&records[..4]).await.unwrap();
+    store.append_audit(&records[4..]).await.unwrap();
+    let q = AuditQuery {
+        workspace: ws(),
+        key_id: None,
+        namespace: None,
+        operation: None,
+        from: None,
+        to: None,
+        cursor: None,
+        oldest_first: false,
+        limit: 100,
+    };
+    let times = |rs: &[AuditRecord]| rs.iter().map(|r| r.created_at.0).collect::<Vec<_>>();
+    let all = store.query_audit(&q).await.unwrap();
+    assert_eq!(times(&all), (100..110).rev().collect::<Vec<_>>());
+    assert!(all.iter().all(|r| r.seq > 0));
+    let by_key = store
+        .query_audit(&AuditQuery {
+            key_id: Some("key-a".into()),
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(times(&by_key), [108, 106, 104, 102, 100]);
+    let by_ns_op = store
+        .query_audit(&AuditQuery {
+            namespace: Some("y".into()),
+            operation: Some("exec".into()),
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(times(&by_ns_op), [109, 106]);
+    let window = store
+        .query_audit(&AuditQuery {
+            from: Some(Micros(103)),
+            to: Some(Micros(106)),
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        times(&window),
+        [105, 104, 103],
+        "from inclusive, to exclusive"
+    );
+    for oldest_first in [false, true] {
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .query_audit(&AuditQuery {
+                    cursor,
+                    oldest_first,
+                    limit: 3,
+                    ..q.clone()
+                })
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.seq);
+            pages.extend(times(&page));
+        }
+        let mut want: Vec<i64> = (100..110).collect();
+        if !oldest_first {
+            want.reverse();
+        }
+        assert_eq!(pages, want, "oldest_first = {oldest_first}");
+    }
+}
+
+async fn retention_sweeps_in_bounded_batches(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    store
+        .insert_webhook(
+            &hook("wh", &["exec.completed"], None),
+            &ev("webhook.created", None),
+        )
+        .await
+        .unwrap();
+    for i in 0..5 {
+        write(&*store, "a", &format!("f{i}"), "file.written").await;
+    }
+    // One event with a delivery still pending: it stays until the delivery is done.
+    write(&*store, "a", "pending", "exec.completed").await;
+    let old_audit: Vec<AuditRecord> = (0..3)
+        .map(|i| audit("key-a", "a", "write", 10 + i))
+        .collect();
+    store.append_audit(&old_audit).await.unwrap();
+    store
+        .append_audit(&[audit("key-a", "a", "write", i64::MAX / 2)])
+        .await
+        .unwrap();
+
+    let cutoff = Micros(Micros::now().0 + 1_000_000);
+    // webhook.created plus six writes' events; the pending one is not counted.
+    let counted = store.count_log(cutoff).await.unwrap();
+    assert_eq!(
+        counted,
+        Swept {
+            events: 6,
+            deliveries: 0,
+            audit: 3
+        }
+    );
+    let first = store.sweep_log(cutoff, 2).await.unwrap();
+    assert_eq!((first.events, first.audit), (2, 2), "a batch is bounded");
+    let mut total = first;
+    loop {
+        let s = store.sweep_log(cutoff, 2).await.unwrap();
+        if s == Swept::default() {
+            break;
+        }
+        total.events += s.events;
+        total.audit += s.audit;
+        total.deliveries += s.deliveries;
+    }
+    assert_eq!(
+        total, counted,
+        "the dry run counted what the sweeps removed"
+    );
+    let left = store.recent_events(&ws(), 100).await.unwrap();
+    assert_eq!(
+        left.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["exec.completed"]
+    );
+    assert_eq!(store.count_log(cutoff).await.unwrap(), Swept::default());
+
+    // Once delivered, the event and its delivery go too.
+    let d = store
+        .claim_deliveries(Duration::from_secs(60), 10, 10)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .finish_delivery(d[0].id, &d[0].lease, &attempt(true, None))
+            .await
+            .unwrap()
+    );
+    let s = store.sweep_log(cutoff, 10).await.unwrap();
+    assert_eq!((s.events, s.deliveries, s.audit), (1, 1, 0));
+    assert!(store.recent_events(&ws(), 100).await.unwrap().is_empty());
+}
+
+async fn close_lets_pending_writes_finish(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    write(&*store, "a", "f", "file.written").await;
+    store.close().await;
+}
+
 /// A store, and whatever must live as long as it (a temporary directory).
 type Fixture = (Arc<dyn MetaStore>, Option<tempfile::TempDir>);
 
@@ -504,6 +1598,19 @@ macro_rules! stores {
             case!(large_tree_commits_are_whole);
             case!(abandoned_writes_are_whole_or_absent);
             case!(concurrent_writes_fail_alone);
+            case!(the_default_workspace_is_a_setting);
+            case!(replace_tree_swaps_the_whole_tree);
+            case!(the_snapshot_catalogue);
+            case!(namespace_lifecycle_from_delete_to_purge);
+            case!(event_queries_filter_and_page);
+            case!(pollers_see_every_event_once_while_others_append);
+            case!(webhooks_are_listed_and_deleted);
+            case!(deliveries_fan_out_by_type_and_namespace);
+            case!(delivery_leases_fence_stale_workers);
+            case!(concurrent_claimers_share_the_outbox);
+            case!(audit_trail_filters_and_pages);
+            case!(retention_sweeps_in_bounded_batches);
+            case!(close_lets_pending_writes_finish);
         })*
     };
 }

@@ -200,7 +200,8 @@ pub enum TreeOp {
     },
 }
 
-/// An event to append in the same transaction as the change it records.
+/// An event to append in the same transaction as the change it records. The store stamps its
+/// time and position (see [`EventLog`]).
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub id: EventId,
@@ -208,10 +209,6 @@ pub struct NewEvent {
     pub workspace: WorkspaceId,
     pub namespace: Option<Namespace>,
     pub key_id: Option<KeyId>,
-    /// When the change happened. The stored time is this, or one microsecond after the
-    /// workspace's previous event if that is later: event times strictly increase in commit
-    /// order, which is what lets a poller use "newer than the last time I saw" without loss.
-    pub created_at: Micros,
     /// The event's `data` object, already serialized as JSON.
     pub data: String,
 }
@@ -277,11 +274,34 @@ pub struct Webhook {
     pub last_delivery_status: Option<u16>,
 }
 
+/// Proof that a worker holds a delivery's lease. Finishing the delivery needs it, so a worker
+/// whose lease ran out, and whose delivery another worker has claimed since, cannot record its
+/// outcome over the other's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseToken(String);
+
+impl LeaseToken {
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 16];
+        rand::fill(&mut bytes);
+        Self(hex::encode(bytes))
+    }
+
+    pub fn from_string(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A delivery claimed by a worker: the subscription, the event, and how many attempts came
 /// before this one.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub id: i64,
+    pub lease: LeaseToken,
     pub webhook: Webhook,
     pub event: EventRecord,
     pub attempts: u32,
@@ -294,8 +314,9 @@ pub struct AttemptResult {
     pub status: Option<u16>,
     pub error: Option<String>,
     pub at: Micros,
-    /// When to try again; `None` when this was the last attempt (or it succeeded).
-    pub retry_at: Option<Micros>,
+    /// How long to wait before trying again; `None` when this was the last attempt (or it
+    /// succeeded). A duration, not a time: the store's clock decides when that is.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 /// One audited operation.
@@ -568,6 +589,12 @@ pub trait NamespaceLifecycle: Send + Sync {
 }
 
 /// The workspace's event log, appended by the other stores' transactions.
+///
+/// The store stamps each event with its time and log position when it commits. Both strictly
+/// increase in commit order within a workspace, and an event is visible to readers only once
+/// every event before it is: a reader that polls `events_after(last position seen)` or
+/// `since = last time seen` while others append sees every event exactly once, in order.
+/// Positions are opaque: compare them and hand them back, never compute with them.
 #[async_trait]
 pub trait EventLog: Send + Sync {
     /// The newest events of a workspace, newest first.
@@ -605,18 +632,27 @@ pub trait WebhookOutbox: Send + Sync {
     /// Deletes a subscription and cancels its pending deliveries; false if there was none.
     async fn delete_webhook(&self, ws: &WorkspaceId, id: &str, event: &NewEvent) -> Result<bool>;
 
-    /// Leases up to `limit` due deliveries until `lease_until`, at most `per_webhook` for any
-    /// one subscription, skipping subscriptions that already have a delivery in flight.
+    /// Leases up to `limit` due deliveries for `lease`, oldest first, at most `per_webhook`
+    /// for any one subscription, skipping subscriptions that already have a delivery leased.
+    /// A delivery whose lease ran out without being finished is due again. Each claim hands
+    /// out a new [`LeaseToken`].
     async fn claim_deliveries(
         &self,
-        now: Micros,
-        lease_until: Micros,
+        lease: std::time::Duration,
         limit: u32,
         per_webhook: u32,
     ) -> Result<Vec<ClaimedDelivery>>;
 
-    /// Records an attempt on a claimed delivery and on its subscription's health fields.
-    async fn finish_delivery(&self, delivery_id: i64, result: &AttemptResult) -> Result<()>;
+    /// Records an attempt on a claimed delivery and on its subscription's health fields: it
+    /// is delivered, failed for good, or pending again after `retry_after`. False, recording
+    /// nothing, if `lease` is no longer the delivery's (it was claimed again since, or it was
+    /// cancelled).
+    async fn finish_delivery(
+        &self,
+        delivery_id: i64,
+        lease: &LeaseToken,
+        result: &AttemptResult,
+    ) -> Result<bool>;
 
     /// Records the outcome of a test delivery on the subscription's health fields.
     async fn record_webhook_result(&self, webhook_id: &str, result: &AttemptResult) -> Result<()>;
@@ -639,7 +675,8 @@ pub trait AuditLog: Send + Sync {
 }
 
 /// Everything Warren keeps in its database; one implementation per backend, opened by [`open`]
-/// and run through the one suite in `tests/meta_store.rs`.
+/// and run through the one suite in `tests/meta_store.rs`, which pins every method's contract
+/// (concurrent appenders and pollers, lease fencing and sweeps included).
 #[async_trait]
 pub trait MetaStore:
     Workspaces

@@ -148,7 +148,7 @@ impl Files {
             path: path.clone(),
             size: written.size,
             mode: FILE_MODE,
-            mtime: ev.created_at,
+            mtime: Micros::now(),
             sha256: written.sha256,
         };
         if let Err(e) = self.meta.commit_write(ws, ns, &file, &ev).await {

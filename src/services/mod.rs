@@ -25,7 +25,7 @@ use warren_storage::{BlobStore, NameError, Namespace, WorkspaceId};
 
 use crate::db::{self, MetaStore, NewEvent};
 use crate::event::Event;
-use crate::ids::{EventId, Micros};
+use crate::ids::EventId;
 
 pub use audit::Audit;
 pub use auth::{Caller, Keys};
@@ -183,7 +183,6 @@ pub(crate) fn event(
         workspace: workspace.clone(),
         namespace: namespace.cloned(),
         key_id: caller.map(|c| c.key.id.clone()),
-        created_at: Micros::now(),
         data: event.data_json(),
     }
 }

@@ -222,7 +222,7 @@ impl Webhooks {
             data: test.data_json(),
         };
         let mut result = self.attempt(&hook, &ev).await;
-        result.retry_at = None;
+        result.retry_after = None;
         self.meta.record_webhook_result(&hook.id, &result).await?;
         Ok(TestOutcome {
             ok: result.ok,
@@ -292,42 +292,48 @@ impl Webhooks {
                 status: Some(resp.status().as_u16()),
                 error: None,
                 at,
-                retry_at: None,
+                retry_after: None,
             },
             Err(error) => AttemptResult {
                 ok: false,
                 status: None,
                 error: Some(error),
                 at,
-                retry_at: None,
+                retry_after: None,
             },
         }
     }
 
-    fn retry_time(&self, attempts_so_far: u32, now: Micros) -> Option<Micros> {
+    fn retry_delay(&self, attempts_so_far: u32) -> Option<Duration> {
         if attempts_so_far + 1 >= self.settings.max_attempts {
             return None;
         }
         let base = self.settings.backoff.as_secs_f64() * 2f64.powi(attempts_so_far as i32);
         let jitter = 0.5 + rand::random::<f64>(); // 0.5x to 1.5x
-        let delay = (base * jitter).min(MAX_BACKOFF.as_secs_f64());
-        Some(Micros(now.0 + (delay * 1e6) as i64))
+        Some(Duration::from_secs_f64(
+            (base * jitter).min(MAX_BACKOFF.as_secs_f64()),
+        ))
     }
 
     async fn deliver(&self, d: ClaimedDelivery) {
         let mut result = self.attempt(&d.webhook, &d.event).await;
         if !result.ok {
-            result.retry_at = self.retry_time(d.attempts, result.at);
+            result.retry_after = self.retry_delay(d.attempts);
             tracing::info!(
                 webhook_id = %d.webhook.id, event_id = %d.event.id.as_str(),
                 status = ?result.status, error = ?result.error,
-                attempt = d.attempts + 1, gave_up = result.retry_at.is_none(),
+                attempt = d.attempts + 1, gave_up = result.retry_after.is_none(),
                 "webhook delivery failed"
             );
         }
-        if let Err(e) = self.meta.finish_delivery(d.id, &result).await {
+        match self.meta.finish_delivery(d.id, &d.lease, &result).await {
+            Ok(true) => {}
+            // Another worker claimed it after this one's lease ran out; its outcome stands.
+            Ok(false) => tracing::warn!(delivery = d.id, "a delivery's lease ran out mid-attempt"),
             // The lease expires and the delivery is tried again: at least once.
-            tracing::warn!(delivery = d.id, error = %e, "could not record a delivery attempt");
+            Err(e) => {
+                tracing::warn!(delivery = d.id, error = %e, "could not record a delivery attempt")
+            }
         }
     }
 
@@ -337,11 +343,9 @@ impl Webhooks {
         // Long enough that an attempt in flight is never claimed twice by a healthy worker.
         let lease = self.settings.timeout * 3 + Duration::from_secs(5);
         loop {
-            let now = Micros::now();
-            let until = Micros(now.0 + lease.as_micros() as i64);
             match self
                 .meta
-                .claim_deliveries(now, until, CLAIM_BATCH, PER_WEBHOOK)
+                .claim_deliveries(lease, CLAIM_BATCH, PER_WEBHOOK)
                 .await
             {
                 Ok(batch) => {

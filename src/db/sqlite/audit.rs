@@ -73,7 +73,7 @@ impl AuditLog for SqliteStore {
 
     async fn sweep_log(&self, cutoff: Micros, batch: u32) -> Result<Swept> {
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(WRITE_TX).await?;
         let old_events = "SELECT seq FROM events WHERE created_at < ?1 ORDER BY seq LIMIT ?2";
         // Deliveries still pending keep their event: they are not done yet.
         let deliveries = sqlx::query(&format!(

@@ -7,7 +7,7 @@ impl KeyStore for SqliteStore {
     async fn insert_key(&self, key: &NewKey, event: &NewEvent) -> Result<()> {
         let r = &key.record;
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(WRITE_TX).await?;
         sqlx::query(
             "INSERT INTO api_keys (id, workspace_id, name, prefix, hash, scope, namespace, created_at,
                bootstrap)
@@ -61,12 +61,12 @@ impl KeyStore for SqliteStore {
         event: &NewEvent,
     ) -> Result<Option<[u8; 32]>> {
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(WRITE_TX).await?;
         let row = sqlx::query(
             "UPDATE api_keys SET revoked_at = ?
              WHERE workspace_id = ? AND id = ? AND revoked_at IS NULL RETURNING hash",
         )
-        .bind(event.created_at.0)
+        .bind(now().0)
         .bind(ws.as_str())
         .bind(id.as_str())
         .fetch_optional(&mut *tx)
@@ -89,7 +89,7 @@ impl KeyStore for SqliteStore {
         event: &NewEvent,
     ) -> Result<Option<([u8; 32], KeyRecord)>> {
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(WRITE_TX).await?;
         let old = sqlx::query(
             "SELECT hash FROM api_keys WHERE workspace_id = ? AND id = ? AND revoked_at IS NULL",
         )

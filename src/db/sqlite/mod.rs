@@ -28,8 +28,8 @@ mod workspaces;
 
 use super::{
     AttemptResult, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error, EventQuery,
-    EventRecord, FileWrite, KeyRecord, MetaStore, NamespaceUsage, NewEvent, NewKey, Result, Scope,
-    SnapshotRecord, Swept, TreeOp, Webhook,
+    EventRecord, FileWrite, KeyRecord, LeaseToken, MetaStore, NamespaceUsage, NewEvent, NewKey,
+    Result, Scope, SnapshotRecord, Swept, TreeOp, Webhook,
 };
 use super::{
     AuditLog, EventLog, KeyStore, NamespaceLifecycle, SnapshotCatalog, TreeStore, WebhookOutbox,
@@ -37,6 +37,12 @@ use super::{
 };
 use crate::ids::{EventId, KeyId, Micros};
 use conns::{Batch, Conn, Conns};
+
+/// How the writer opens a transaction. IMMEDIATE takes the write lock up front, waiting for it
+/// under the busy timeout; a deferred transaction that reads and then writes cannot wait (SQLite
+/// answers SQLITE_BUSY at once), and it meets another writer whenever a second process, such as
+/// `warren admin reindex`, has the database open.
+const WRITE_TX: &str = "BEGIN IMMEDIATE";
 
 /// Read connections: WAL lets them all read while the writer writes.
 const READERS: usize = 4;
@@ -184,10 +190,17 @@ async fn append_event(tx: &mut Transaction<'_, Sqlite>, ev: &NewEvent) -> Result
     Ok(())
 }
 
+/// The store's clock: every time it records (event times, revocations, deliveries) is read
+/// here, not taken from callers, so one node's clock is the only one that counts.
+fn now() -> Micros {
+    Micros::now()
+}
+
 /// Appends `ev` and fans it out to the matching webhook subscriptions (the outbox).
 fn push_event<'q>(b: &mut Batch<'q>, ev: &'q NewEvent) {
     let ws = ev.workspace.as_str();
     let ns = ev.namespace.as_ref().map(|n| n.as_str());
+    let at = now();
     // All writes go through one connection, so transactions commit in the order they run and
     // the MAX below sees every earlier commit: times strictly increase in commit order.
     b.push(
@@ -201,7 +214,7 @@ fn push_event<'q>(b: &mut Batch<'q>, ev: &'q NewEvent) {
     .bind(ws)
     .bind(ns)
     .bind(ev.key_id.as_ref().map(|k| k.as_str()))
-    .bind(ev.created_at.0)
+    .bind(at.0)
     .bind(ws)
     .bind(&ev.data);
     b.push(
@@ -212,8 +225,8 @@ fn push_event<'q>(b: &mut Batch<'q>, ev: &'q NewEvent) {
            AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value IN ('*', ?))",
     )
     .bind(ev.id.as_str())
-    .bind(ev.created_at.0)
-    .bind(ev.created_at.0)
+    .bind(at.0)
+    .bind(at.0)
     .bind(ws)
     .bind(ns)
     .bind(ev.kind);

@@ -47,12 +47,12 @@ impl NamespaceLifecycle for SqliteStore {
         key_event: &(dyn for<'k> Fn(&'k KeyId) -> NewEvent + Send + Sync),
     ) -> Result<Option<Vec<[u8; 32]>>> {
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(WRITE_TX).await?;
         let done = sqlx::query(
             "UPDATE namespaces SET state = 'deleted', deleted_at = ?
              WHERE workspace_id = ? AND name = ? AND state = 'active'",
         )
-        .bind(event.created_at.0)
+        .bind(now().0)
         .bind(ws.as_str())
         .bind(ns.as_str())
         .execute(&mut *tx)
@@ -65,7 +65,7 @@ impl NamespaceLifecycle for SqliteStore {
             "UPDATE api_keys SET revoked_at = ?
              WHERE workspace_id = ? AND namespace = ? AND revoked_at IS NULL RETURNING id, hash",
         )
-        .bind(event.created_at.0)
+        .bind(now().0)
         .bind(ws.as_str())
         .bind(ns.as_str())
         .fetch_all(&mut *tx)
@@ -89,7 +89,7 @@ impl NamespaceLifecycle for SqliteStore {
         event: &NewEvent,
     ) -> Result<bool> {
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(WRITE_TX).await?;
         let done = sqlx::query(
             "UPDATE namespaces SET state = 'active', deleted_at = NULL
              WHERE workspace_id = ? AND name = ? AND state = 'deleted'",
@@ -139,12 +139,12 @@ impl NamespaceLifecycle for SqliteStore {
         event: &NewEvent,
     ) -> Result<bool> {
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(WRITE_TX).await?;
         let done = sqlx::query(
             "UPDATE namespaces SET state = 'purged', purged_at = ?, generation = generation + 1
              WHERE workspace_id = ? AND name = ? AND state = 'purging'",
         )
-        .bind(event.created_at.0)
+        .bind(now().0)
         .bind(ws.as_str())
         .bind(ns.as_str())
         .execute(&mut *tx)

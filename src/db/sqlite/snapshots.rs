@@ -6,7 +6,7 @@ use super::*;
 impl SnapshotCatalog for SqliteStore {
     async fn insert_snapshot(&self, snap: &SnapshotRecord, event: &NewEvent) -> Result<()> {
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(WRITE_TX).await?;
         // The namespace exists from its first snapshot on (it may hold no file yet); a deleted
         // one takes no snapshot.
         sqlx::query(
@@ -92,7 +92,7 @@ impl SnapshotCatalog for SqliteStore {
         event: &NewEvent,
     ) -> Result<bool> {
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(WRITE_TX).await?;
         let n = sqlx::query(
             "DELETE FROM snapshots WHERE id = ? AND workspace_id = ? AND namespace = ?",
         )

@@ -108,7 +108,7 @@ impl TreeStore for SqliteStore {
         .bind(ns.as_str())
         .bind(lo)
         .bind(hi);
-        push_bump_generation(&mut b, ws, ns, event.created_at);
+        push_bump_generation(&mut b, ws, ns, now());
         push_event(&mut b, event);
 
         let mut conn = self.writer.get().await?;
@@ -151,7 +151,7 @@ impl TreeStore for SqliteStore {
         }
         let mut conn = self.writer.get().await?;
         let mut b = Batch::new().one_off();
-        push_bump_generation(&mut b, ws, ns, event.created_at);
+        push_bump_generation(&mut b, ws, ns, now());
         b.push("DELETE FROM files WHERE workspace_id = ? AND namespace = ?")
             .bind(ws.as_str())
             .bind(ns.as_str());
@@ -162,7 +162,7 @@ impl TreeStore for SqliteStore {
         }
         let mut b = Batch::new().one_off();
         for dir in &dirs {
-            push_insert_dir(&mut b, ws, ns, dir, event.created_at);
+            push_insert_dir(&mut b, ws, ns, dir, now());
             b = flush_if_full(&mut conn, b).await?;
         }
         for f in files {
@@ -181,7 +181,7 @@ impl TreeStore for SqliteStore {
         ops: &[TreeOp],
         events: &[NewEvent],
     ) -> Result<(u64, u64)> {
-        let now = events.first().map_or_else(Micros::now, |e| e.created_at);
+        let now = now();
         let mut conn = self.writer.get().await?;
         // An exec that changed nothing sends the same text every time; keep that one prepared.
         let mut b = if ops.is_empty() {

@@ -8,7 +8,7 @@ impl WebhookOutbox for SqliteStore {
         let events =
             serde_json::to_string(&hook.events).map_err(|e| Error::Corrupt(e.to_string()))?;
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(WRITE_TX).await?;
         sqlx::query(
             "INSERT INTO webhooks (id, workspace_id, url, events, namespace, description, secret, enabled, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -56,11 +56,11 @@ impl WebhookOutbox for SqliteStore {
 
     async fn delete_webhook(&self, ws: &WorkspaceId, id: &str, event: &NewEvent) -> Result<bool> {
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(WRITE_TX).await?;
         let done = sqlx::query(
             "UPDATE webhooks SET deleted_at = ? WHERE workspace_id = ? AND id = ? AND deleted_at IS NULL",
         )
-        .bind(event.created_at.0)
+        .bind(now().0)
         .bind(ws.as_str())
         .bind(id)
         .execute(&mut *tx)
@@ -74,7 +74,7 @@ impl WebhookOutbox for SqliteStore {
             "UPDATE deliveries SET state = 'failed', last_error = 'subscription deleted', updated_at = ?
              WHERE webhook_id = ? AND state = 'pending'",
         )
-        .bind(event.created_at.0)
+        .bind(now().0)
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -85,15 +85,17 @@ impl WebhookOutbox for SqliteStore {
 
     async fn claim_deliveries(
         &self,
-        now: Micros,
-        lease_until: Micros,
+        lease: std::time::Duration,
         limit: u32,
         per_webhook: u32,
     ) -> Result<Vec<ClaimedDelivery>> {
+        let now = now();
+        let lease_until = Micros(now.0.saturating_add(lease.as_micros() as i64));
+        let token = LeaseToken::random();
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(WRITE_TX).await?;
         let claimed: Vec<(i64, String, i64, i64)> = sqlx::query_as(
-            "UPDATE deliveries SET locked_until = ?2
+            "UPDATE deliveries SET locked_until = ?2, lease_token = ?5
              WHERE id IN (
                SELECT id FROM (
                  SELECT d.id, ROW_NUMBER() OVER (PARTITION BY d.webhook_id ORDER BY d.id) AS n
@@ -112,6 +114,7 @@ impl WebhookOutbox for SqliteStore {
         .bind(lease_until.0)
         .bind(limit as i64)
         .bind(per_webhook as i64)
+        .bind(token.as_str())
         .fetch_all(&mut *tx)
         .await?;
         let mut out = Vec::with_capacity(claimed.len());
@@ -130,6 +133,7 @@ impl WebhookOutbox for SqliteStore {
             .await?;
             out.push(ClaimedDelivery {
                 id,
+                lease: token.clone(),
                 webhook: webhook_from_row(&hook)?,
                 event: event_from_row(&ev)?,
                 attempts: attempts as u32,
@@ -139,36 +143,49 @@ impl WebhookOutbox for SqliteStore {
         Ok(out)
     }
 
-    async fn finish_delivery(&self, delivery_id: i64, r: &AttemptResult) -> Result<()> {
-        let state = match (r.ok, r.retry_at) {
+    async fn finish_delivery(
+        &self,
+        delivery_id: i64,
+        lease: &LeaseToken,
+        r: &AttemptResult,
+    ) -> Result<bool> {
+        let state = match (r.ok, r.retry_after) {
             (true, _) => "delivered",
             (false, Some(_)) => "pending",
             (false, None) => "failed",
         };
+        let now = now();
+        let retry_at = r
+            .retry_after
+            .map(|d| now.0.saturating_add(d.as_micros() as i64));
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
-        let webhook_id: String = sqlx::query_scalar(
+        let mut tx = conn.begin_with(WRITE_TX).await?;
+        let webhook_id: Option<String> = sqlx::query_scalar(
             "UPDATE deliveries SET state = ?, attempts = attempts + 1, locked_until = NULL,
-               next_attempt_at = COALESCE(?, next_attempt_at), last_status = ?, last_error = ?,
-               updated_at = ?
-             WHERE id = ? RETURNING webhook_id",
+               lease_token = NULL, next_attempt_at = COALESCE(?, next_attempt_at),
+               last_status = ?, last_error = ?, updated_at = ?
+             WHERE id = ? AND lease_token = ? AND state = 'pending' RETURNING webhook_id",
         )
         .bind(state)
-        .bind(r.retry_at.map(|t| t.0))
+        .bind(retry_at)
         .bind(r.status.map(i64::from))
         .bind(&r.error)
-        .bind(r.at.0)
+        .bind(now.0)
         .bind(delivery_id)
-        .fetch_one(&mut *tx)
+        .bind(lease.as_str())
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(webhook_id) = webhook_id else {
+            return Ok(false);
+        };
         record_result(&mut tx, &webhook_id, r).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn record_webhook_result(&self, webhook_id: &str, r: &AttemptResult) -> Result<()> {
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(WRITE_TX).await?;
         record_result(&mut tx, webhook_id, r).await?;
         tx.commit().await?;
         Ok(())

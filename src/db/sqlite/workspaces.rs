@@ -20,7 +20,7 @@ impl Workspaces for SqliteStore {
         now: Micros,
     ) -> Result<(WorkspaceId, bool)> {
         let mut conn = self.writer.get().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(WRITE_TX).await?;
         let existing: Option<String> =
             sqlx::query_scalar("SELECT value FROM settings WHERE name = 'default_workspace'")
                 .fetch_optional(&mut *tx)
