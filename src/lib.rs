@@ -5,6 +5,7 @@
 //! ordering of effects) → `db` (metadata) and the `warren-storage` crate (bytes).
 
 pub mod config;
+pub mod coord;
 pub mod db;
 pub mod envelope;
 pub mod event;

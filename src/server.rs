@@ -72,6 +72,7 @@ impl Server {
         let services = Arc::new(Services::new(
             meta,
             blobs,
+            crate::coord::InProcess::new(),
             ServiceSettings {
                 secret,
                 default_workspace: ws.clone(),
@@ -111,13 +112,13 @@ impl Server {
         let token = svc.shutdown.clone();
         let drained = tokio_util::sync::CancellationToken::new();
         let background = [
-            tokio::spawn(Arc::clone(&svc.webhooks).run(token.clone())),
+            tokio::spawn(Arc::clone(&svc.webhooks).run(Arc::clone(&svc.coord), token.clone())),
             tokio::spawn(retention::run(
                 Arc::clone(&svc.meta),
                 svc.blobs.clone(),
                 Arc::clone(&svc.namespaces),
-                Arc::clone(&svc.exec),
                 Arc::clone(&svc.snapshots),
+                Arc::clone(&svc.coord),
                 self.retention.clone(),
                 token.clone(),
             )),

@@ -426,10 +426,12 @@ async fn a_stored_link_too_long_for_the_host_does_not_break_exec() {
         target: "t".repeat(5000),
         mtime: warren::ids::Micros::now(),
     };
+    let lock = srv.services.coord.lock_namespace(&ws, &ns).await;
     srv.services
         .meta
-        .commit_tree_ops(&ws, &ns, &[op], &[])
+        .commit_tree_ops(&lock, &[op], &[])
         .await
         .unwrap();
+    drop(lock);
     assert_eq!(a.sh("cat workspace/keep.txt").await, "kept");
 }

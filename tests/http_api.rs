@@ -6,6 +6,7 @@ mod support;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{ADMIN_KEY, TestServer};
+use warren::coord::Coordinator;
 use warren::db::FileWrite;
 use warren::ids::Micros;
 use warren_storage::{Namespace, NsPath};
@@ -418,11 +419,13 @@ async fn downloads_over_100_mb_are_cut_and_flagged() {
         mtime: Micros::now(),
         sha256: written.sha256,
     };
+    let lock = srv.services.coord.lock_write(&ws, &ns, &file.path).await;
     srv.services
         .meta
-        .commit_write(&ws, &ns, &file, &ev)
+        .commit_write(&lock, &file, &ev)
         .await
         .unwrap();
+    drop(lock);
 
     let r = a.download("huge.bin").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -878,7 +881,10 @@ async fn reindex_skips_a_file_that_is_also_a_directory() {
             .await
             .unwrap();
     }
-    let report = warren::services::reindex::reindex(meta.as_ref(), &blobs, &ws, &ns)
+    let lock = warren::coord::InProcess::new()
+        .lock_namespace(&ws, &ns)
+        .await;
+    let report = warren::services::reindex::reindex(meta.as_ref(), &blobs, &lock)
         .await
         .unwrap();
     assert_eq!((report.files, report.bytes), (2, 2));

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use warren::coord::{Coordinator, DeleteLock, InProcess, NamespaceLock, WriteLock};
 use warren::db::{
     AttemptResult, AuditQuery, AuditRecord, EntryKind, Error, EventQuery, EventRecord, FileWrite,
     KeyRecord, LeaseToken, MetaStore, NewEvent, NewKey, Scope, SnapshotRecord, Swept, TreeOp,
@@ -46,6 +47,24 @@ fn file(path: &str, size: u64) -> FileWrite {
         mtime: Micros::now(),
         sha256: "00".repeat(32),
     }
+}
+
+/// The locks commits need; the store's contract does not depend on which coordinator made them.
+fn coord() -> &'static InProcess {
+    static COORD: std::sync::OnceLock<Arc<InProcess>> = std::sync::OnceLock::new();
+    COORD.get_or_init(InProcess::new)
+}
+
+async fn lock_write(ws: &WorkspaceId, ns: &Namespace, file: &FileWrite) -> WriteLock {
+    coord().lock_write(ws, ns, &file.path).await
+}
+
+async fn lock_delete(ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> DeleteLock {
+    coord().lock_delete(ws, ns, path).await
+}
+
+async fn lock_namespace(ws: &WorkspaceId, ns: &Namespace) -> NamespaceLock {
+    coord().lock_namespace(ws, ns).await
 }
 
 async fn setup(store: &dyn MetaStore) {
@@ -144,8 +163,7 @@ async fn writes_create_parents_and_bump_generation(store: Arc<dyn MetaStore>) {
     assert_eq!(store.generation(&ws(), &a).await.unwrap(), 0);
     store
         .commit_write(
-            &ws(),
-            &a,
+            &lock_write(&ws(), &a, &file("x/y/z.txt", 3)).await,
             &file("x/y/z.txt", 3),
             &ev("file.written", Some("alice")),
         )
@@ -163,8 +181,7 @@ async fn writes_create_parents_and_bump_generation(store: Arc<dyn MetaStore>) {
     // Overwrite keeps one row and updates it.
     store
         .commit_write(
-            &ws(),
-            &a,
+            &lock_write(&ws(), &a, &file("x/y/z.txt", 9)).await,
             &file("x/y/z.txt", 9),
             &ev("file.written", Some("alice")),
         )
@@ -184,13 +201,16 @@ async fn conflicts_are_refused_without_side_effects(store: Arc<dyn MetaStore>) {
     setup(&*store).await;
     let a = ns("alice");
     store
-        .commit_write(&ws(), &a, &file("f", 1), &ev("file.written", Some("alice")))
+        .commit_write(
+            &lock_write(&ws(), &a, &file("f", 1)).await,
+            &file("f", 1),
+            &ev("file.written", Some("alice")),
+        )
         .await
         .unwrap();
     store
         .commit_write(
-            &ws(),
-            &a,
+            &lock_write(&ws(), &a, &file("d/g", 1)).await,
             &file("d/g", 1),
             &ev("file.written", Some("alice")),
         )
@@ -203,7 +223,11 @@ async fn conflicts_are_refused_without_side_effects(store: Arc<dyn MetaStore>) {
             Err(Error::Conflict(_))
         ));
         let r = store
-            .commit_write(&ws(), &a, &file(bad, 1), &ev("file.written", Some("alice")))
+            .commit_write(
+                &lock_write(&ws(), &a, &file(bad, 1)).await,
+                &file(bad, 1),
+                &ev("file.written", Some("alice")),
+            )
             .await;
         assert!(matches!(r, Err(Error::Conflict(_))), "{bad}: {r:?}");
     }
@@ -216,7 +240,11 @@ async fn children_are_ordered_dirs_first_then_bytewise(store: Arc<dyn MetaStore>
     let a = ns("alice");
     for f in ["b.txt", "A.txt", "zdir/x", "adir/x", "a.txt", "_"] {
         store
-            .commit_write(&ws(), &a, &file(f, 1), &ev("file.written", Some("alice")))
+            .commit_write(
+                &lock_write(&ws(), &a, &file(f, 1)).await,
+                &file(f, 1),
+                &ev("file.written", Some("alice")),
+            )
             .await
             .unwrap();
     }
@@ -240,12 +268,19 @@ async fn delete_removes_exactly_the_subtree(store: Arc<dyn MetaStore>) {
     let a = ns("alice");
     for f in ["a/1", "a/b/2", "a-b/3", "ab/4", "a.txt", "b/a/5"] {
         store
-            .commit_write(&ws(), &a, &file(f, 1), &ev("file.written", Some("alice")))
+            .commit_write(
+                &lock_write(&ws(), &a, &file(f, 1)).await,
+                &file(f, 1),
+                &ev("file.written", Some("alice")),
+            )
             .await
             .unwrap();
     }
     let mut removed: Vec<String> = store
-        .commit_delete(&ws(), &a, &p("a"), &ev("file.deleted", Some("alice")))
+        .commit_delete(
+            &lock_delete(&ws(), &a, &p("a")).await,
+            &ev("file.deleted", Some("alice")),
+        )
         .await
         .unwrap()
         .unwrap()
@@ -266,7 +301,10 @@ async fn delete_removes_exactly_the_subtree(store: Arc<dyn MetaStore>) {
     }
     assert!(store.get_entry(&ws(), &a, &p("a")).await.unwrap().is_none());
     let missing = store
-        .commit_delete(&ws(), &a, &p("a"), &ev("file.deleted", Some("alice")))
+        .commit_delete(
+            &lock_delete(&ws(), &a, &p("a")).await,
+            &ev("file.deleted", Some("alice")),
+        )
         .await
         .unwrap();
     assert!(missing.is_none());
@@ -276,8 +314,7 @@ async fn namespaces_do_not_see_each_other(store: Arc<dyn MetaStore>) {
     setup(&*store).await;
     store
         .commit_write(
-            &ws(),
-            &ns("alice"),
+            &lock_write(&ws(), &ns("alice"), &file("secret", 1)).await,
             &file("secret", 1),
             &ev("file.written", Some("alice")),
         )
@@ -300,7 +337,10 @@ async fn namespaces_do_not_see_each_other(store: Arc<dyn MetaStore>) {
     );
     assert!(
         store
-            .commit_delete(&ws(), &b, &p("secret"), &ev("file.deleted", Some("bob")))
+            .commit_delete(
+                &lock_delete(&ws(), &b, &p("secret")).await,
+                &ev("file.deleted", Some("bob"))
+            )
             .await
             .unwrap()
             .is_none()
@@ -328,7 +368,7 @@ async fn large_tree_commits_are_whole(store: Arc<dyn MetaStore>) {
         .collect();
     let before = store.recent_events(&ws(), 10_000).await.unwrap().len();
     let (g0, g1) = store
-        .commit_tree_ops(&ws(), &a, &ops, &events)
+        .commit_tree_ops(&lock_namespace(&ws(), &a).await, &ops, &events)
         .await
         .unwrap();
     assert_eq!((g0, g1), (0, 1));
@@ -354,7 +394,9 @@ async fn large_tree_commits_are_whole(store: Arc<dyn MetaStore>) {
     let events: Vec<NewEvent> = (0..3000)
         .map(|_| ev("file.written", Some("alice")))
         .collect();
-    let r = store.commit_tree_ops(&ws(), &a, &more, &events).await;
+    let r = store
+        .commit_tree_ops(&lock_namespace(&ws(), &a).await, &more, &events)
+        .await;
     assert!(matches!(r, Err(Error::NamespaceDeleted(_))), "{r:?}");
     assert!(
         store
@@ -381,21 +423,27 @@ async fn abandoned_writes_are_whole_or_absent(store: Arc<dyn MetaStore>) {
         let e = ev("file.written", Some("alice"));
         // Polled once, then dropped. (The database thread is sometimes quick enough for one
         // poll to finish it.)
-        match futures::FutureExt::now_or_never(store.commit_write(&ws(), &a, &f, &e)) {
+        match futures::FutureExt::now_or_never(store.commit_write(
+            &lock_write(&ws(), &a, &f).await,
+            &f,
+            &e,
+        )) {
             Some(r) => r.unwrap(),
             None => abandoned += 1,
         }
         store
             .commit_write(
-                &ws(),
-                &a,
+                &lock_write(&ws(), &a, &file("kept", 1)).await,
                 &file("kept", 1),
                 &ev("file.written", Some("alice")),
             )
             .await
             .unwrap();
         store
-            .commit_delete(&ws(), &a, &p("kept"), &ev("file.deleted", Some("alice")))
+            .commit_delete(
+                &lock_delete(&ws(), &a, &p("kept")).await,
+                &ev("file.deleted", Some("alice")),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -418,8 +466,7 @@ async fn concurrent_writes_fail_alone(store: Arc<dyn MetaStore>) {
     for path in ["f", "d/inner"] {
         store
             .commit_write(
-                &ws(),
-                &a,
+                &lock_write(&ws(), &a, &file(path, 1)).await,
                 &file(path, 1),
                 &ev("file.written", Some("alice")),
             )
@@ -439,8 +486,7 @@ async fn concurrent_writes_fail_alone(store: Arc<dyn MetaStore>) {
         tasks.push(tokio::spawn(async move {
             let r = store
                 .commit_write(
-                    &ws(),
-                    &a,
+                    &lock_write(&ws(), &a, &file(&path, 1)).await,
                     &file(&path, 1),
                     &ev("file.written", Some("alice")),
                 )
@@ -505,7 +551,11 @@ async fn write(store: &dyn MetaStore, namespace: &str, path: &str, kind: &'stati
     let e = ev(kind, Some(namespace));
     let id = e.id.clone();
     store
-        .commit_write(&ws(), &ns(namespace), &file(path, 1), &e)
+        .commit_write(
+            &lock_write(&ws(), &ns(namespace), &file(path, 1)).await,
+            &file(path, 1),
+            &e,
+        )
         .await
         .unwrap();
     id
@@ -593,7 +643,11 @@ async fn replace_tree_swaps_the_whole_tree(store: Arc<dyn MetaStore>) {
     let before = store.generation(&ws(), &a).await.unwrap();
     let e = ev("namespace.reindexed", Some("a"));
     store
-        .replace_tree(&ws(), &a, &[file("x/y/z.txt", 5), file("top.txt", 2)], &e)
+        .replace_tree(
+            &lock_namespace(&ws(), &a).await,
+            &[file("x/y/z.txt", 5), file("top.txt", 2)],
+            &e,
+        )
         .await
         .unwrap();
     let paths: Vec<String> = store
@@ -611,7 +665,11 @@ async fn replace_tree_swaps_the_whole_tree(store: Arc<dyn MetaStore>) {
     assert_eq!(store.recent_events(&ws(), 1).await.unwrap()[0].id, e.id);
     // An empty replacement empties the namespace.
     store
-        .replace_tree(&ws(), &a, &[], &ev("namespace.reindexed", Some("a")))
+        .replace_tree(
+            &lock_namespace(&ws(), &a).await,
+            &[],
+            &ev("namespace.reindexed", Some("a")),
+        )
         .await
         .unwrap();
     assert!(store.file_paths(&ws(), &a).await.unwrap().is_empty());
@@ -742,7 +800,7 @@ async fn namespace_lifecycle_from_delete_to_purge(store: Arc<dyn MetaStore>) {
         .unwrap();
     assert_eq!(
         hashes,
-        vec![[1u8; 32]],
+        vec![(locked.id.clone(), [1u8; 32])],
         "only the key locked to it is revoked"
     );
     assert!(store.key_by_hash(&[1; 32]).await.unwrap().is_none());
@@ -757,8 +815,7 @@ async fn namespace_lifecycle_from_delete_to_purge(store: Arc<dyn MetaStore>) {
     // Nothing may change in it while it is deleted; a second delete finds nothing.
     let r = store
         .commit_write(
-            &ws(),
-            &gone,
+            &lock_write(&ws(), &gone, &file("new.txt", 1)).await,
             &file("new.txt", 1),
             &ev("file.written", Some("gone")),
         )

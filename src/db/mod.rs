@@ -12,6 +12,7 @@ mod sqlite;
 use async_trait::async_trait;
 use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
 
+use crate::coord::{DeleteLock, NamespaceLock, WriteLock};
 use crate::ids::{EventId, KeyId, Micros};
 
 #[derive(Debug, thiserror::Error)]
@@ -459,44 +460,40 @@ pub trait TreeStore: Send + Sync {
     async fn check_writable(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> Result<()>;
 
     /// Records a written file, creating missing ancestor directories and the namespace itself,
-    /// bumps the namespace generation and appends `event`; all in one transaction.
+    /// bumps the namespace generation and appends `event`; all in one transaction. The write's
+    /// lock names the workspace, namespace and path.
     async fn commit_write(
         &self,
-        ws: &WorkspaceId,
-        ns: &Namespace,
+        lock: &WriteLock,
         file: &FileWrite,
         event: &NewEvent,
     ) -> Result<()>;
 
-    /// Removes `path` and, for a directory, everything below it, and appends `event`, in one
-    /// transaction. Returns the removed files (whose bytes the caller deletes next), or `None`
-    /// when nothing exists at `path`.
+    /// Removes the locked path and, for a directory, everything below it, and appends `event`,
+    /// in one transaction. Returns the removed files (whose bytes the caller deletes next,
+    /// still holding the lock), or `None` when nothing exists at the path.
     async fn commit_delete(
         &self,
-        ws: &WorkspaceId,
-        ns: &Namespace,
-        path: &NsPath,
+        lock: &DeleteLock,
         event: &NewEvent,
     ) -> Result<Option<Vec<NsPath>>>;
 
-    /// Replaces a namespace's whole tree with `files` (and the directories above them), bumps
-    /// its generation and appends `event`, in one transaction. The caller guarantees no file is
-    /// also an ancestor of another.
+    /// Replaces the locked namespace's whole tree with `files` (and the directories above
+    /// them), bumps its generation and appends `event`, in one transaction. The caller
+    /// guarantees no file is also an ancestor of another.
     async fn replace_tree(
         &self,
-        ws: &WorkspaceId,
-        ns: &Namespace,
+        lock: &NamespaceLock,
         files: &[FileWrite],
         event: &NewEvent,
     ) -> Result<()>;
 
-    /// Applies `ops` in order, bumping the generation once if there are any, and appends
-    /// `events`, in one transaction. Returns the generation before and after. The caller
-    /// lists every directory before what it holds.
+    /// Applies `ops` to the locked namespace in order, bumping the generation once if there
+    /// are any, and appends `events`, in one transaction. Returns the generation before and
+    /// after. The caller lists every directory before what it holds.
     async fn commit_tree_ops(
         &self,
-        ws: &WorkspaceId,
-        ns: &Namespace,
+        lock: &NamespaceLock,
         ops: &[TreeOp],
         events: &[NewEvent],
     ) -> Result<(u64, u64)>;
@@ -552,15 +549,15 @@ pub trait NamespaceLifecycle: Send + Sync {
     async fn list_namespaces(&self, ws: &WorkspaceId) -> Result<Vec<NamespaceUsage>>;
 
     /// Marks an active namespace deleted and revokes the keys locked to it, appending
-    /// `namespace.deleted` and a `key.revoked` per key; returns the revoked keys' hashes, or
-    /// `None` if there is no active namespace of that name.
+    /// `namespace.deleted` and a `key.revoked` per key; returns the revoked keys with their
+    /// hashes, or `None` if there is no active namespace of that name.
     async fn delete_namespace(
         &self,
         ws: &WorkspaceId,
         ns: &Namespace,
         event: &NewEvent,
         key_event: &(dyn for<'k> Fn(&'k KeyId) -> NewEvent + Send + Sync),
-    ) -> Result<Option<Vec<[u8; 32]>>>;
+    ) -> Result<Option<Vec<(KeyId, [u8; 32])>>>;
 
     /// Makes a deleted (not yet purged) namespace active again; false if there is none.
     async fn restore_namespace(
@@ -617,6 +614,12 @@ pub trait EventLog: Send + Sync {
 
     /// The newest log position of a workspace (0 when it has no events).
     async fn last_event_seq(&self, ws: &WorkspaceId) -> Result<i64>;
+
+    /// Changes after events may have been appended by this process, so a poller can wait on
+    /// it instead of polling blindly. A wake-up promises nothing (the commit may have appended
+    /// nothing this poller wants); events committed by other processes may come with none, so
+    /// pollers still poll, less often.
+    fn appended(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 /// Webhook subscriptions and the outbox of their deliveries.

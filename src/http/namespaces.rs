@@ -38,10 +38,7 @@ pub async fn delete(
     Auth(caller): Auth,
     UrlParams((ws, ns)): UrlParams<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    state
-        .namespaces
-        .delete(&caller, &state.keys, &ws, &ns)
-        .await?;
+    state.namespaces.delete(&caller, &ws, &ns).await?;
     Ok(Json(json!({ "namespace": ns, "deleted": true })))
 }
 

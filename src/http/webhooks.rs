@@ -1,7 +1,6 @@
 //! Webhook management (`/v1/workspaces/{ws}/webhooks`, spec §6.2) and the live event stream
 //! (`…/webhooks/stream`, SSE, spec §6.4). Admin keys only.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -15,14 +14,11 @@ use serde_json::{Value, json};
 use warren_storage::Namespace;
 
 use super::extract::{ApiJson, Auth, QueryParams, UrlParams};
-use super::{ApiError, ApiResult, AppState};
+use super::{ApiResult, AppState};
 use crate::db::Webhook;
 use crate::envelope::envelope;
 use crate::ids::EventId;
 use crate::services::webhooks::NewWebhook;
-
-const STREAM_POLL: Duration = Duration::from_millis(200);
-const STREAM_BATCH: u32 = 100;
 
 fn webhook_json(w: &Webhook) -> Value {
     json!({
@@ -119,55 +115,19 @@ pub async fn stream(
     UrlParams(ws): UrlParams<String>,
     QueryParams(q): QueryParams<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let ws = caller.require_admin(&ws, "webhooks")?;
-    // Ends the stream when the key is revoked or rotated.
-    let held = state.keys.hold(&caller).await?;
     let ns = q
         .namespace
         .filter(|n| !n.is_empty())
         .map(|n| Namespace::parse(&n))
         .transpose()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let start = state
-        .meta
-        .last_event_seq(&ws)
-        .await
         .map_err(crate::services::Error::from)?;
+    let events = state.events.live(&caller, &ws, ns).await?;
     let connected = json!({ "type": "connected", "id": EventId::random().as_str() });
-    let meta = state.meta.clone();
-    let events =
-        futures::stream::unfold((start, VecDeque::new()), move |(mut seq, mut pending)| {
-            let (meta, ws, ns) = (meta.clone(), ws.clone(), ns.clone());
-            async move {
-                loop {
-                    if let Some(e) = pending.pop_front() {
-                        let frame = Event::default().data(envelope(&e).to_string());
-                        return Some((Ok(frame), (seq, pending)));
-                    }
-                    match meta.events_after(&ws, ns.as_ref(), seq, STREAM_BATCH).await {
-                        Ok(batch) if !batch.is_empty() => {
-                            seq = batch.last().map_or(seq, |e| e.seq);
-                            pending.extend(batch);
-                        }
-                        Ok(_) => tokio::time::sleep(STREAM_POLL).await,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "event stream poll failed");
-                            tokio::time::sleep(STREAM_POLL * 5).await;
-                        }
-                    }
-                }
-            }
-        });
+    let frames = events.map(|e| Ok(Event::default().data(envelope(&e).to_string())));
     let stream =
         futures::stream::once(async move { Ok(Event::default().data(connected.to_string())) })
-            .chain(events)
-            .take_until(state.shutdown.clone().cancelled_owned())
-            .take_until(held.cancel.clone().cancelled_owned())
-            // The registration lives as long as the stream.
-            .map(move |frame| {
-                let _ = &held;
-                frame
-            });
+            .chain(frames)
+            .take_until(state.shutdown.clone().cancelled_owned());
     Ok(Sse::new(stream).keep_alive(
         KeepAlive::new()
             .interval(Duration::from_secs(15))

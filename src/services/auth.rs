@@ -18,6 +18,7 @@ use warren_storage::{Namespace, WorkspaceId};
 
 use super::running::{RunGuard, Running};
 use super::{Error, Result, event};
+use crate::coord::{Change, Coordinator};
 use crate::db::{KeyRecord, MetaStore, NewKey, Scope};
 use crate::event::Event;
 use crate::ids::{KeyId, Micros};
@@ -101,8 +102,10 @@ pub struct Keys {
     cache: moka::sync::Cache<[u8; 32], Arc<Cached>>,
     /// Bumped under this lock by every revocation; see the module docs.
     epoch: Mutex<u64>,
-    /// In-flight execs, killed when their key is revoked or rotated.
+    /// In-flight execs and streams, registered here so a revocation can end them.
     running: Arc<Running>,
+    /// Where revocations are published; every process (this one first) acts on them.
+    coord: Arc<dyn Coordinator>,
 }
 
 /// What a caller asks for when minting a key.
@@ -113,10 +116,16 @@ pub struct KeyRequest {
 }
 
 impl Keys {
-    pub(crate) fn new(meta: Arc<dyn MetaStore>, secret: [u8; 32], running: Arc<Running>) -> Self {
+    pub(crate) fn new(
+        meta: Arc<dyn MetaStore>,
+        secret: [u8; 32],
+        running: Arc<Running>,
+        coord: Arc<dyn Coordinator>,
+    ) -> Self {
         Self {
             meta,
             running,
+            coord,
             secret,
             cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -328,8 +337,12 @@ impl Keys {
             .revoke_key(ws, id, &ev)
             .await?
             .ok_or_else(|| Error::NotFound(format!("Key not found: {id}")))?;
-        self.forget(&hash);
-        self.running.kill_key(id).await;
+        self.coord
+            .publish(Change::KeyRevoked {
+                key: id.clone(),
+                hash,
+            })
+            .await;
         Ok(())
     }
 
@@ -356,8 +369,12 @@ impl Keys {
             .rotate_key(ws, id, &self.hash(&plaintext), &prefix, &ev)
             .await?
             .ok_or_else(|| Error::NotFound(format!("Key not found: {id}")))?;
-        self.forget(&old_hash);
-        self.running.kill_key(id).await;
+        self.coord
+            .publish(Change::KeyRevoked {
+                key: id.clone(),
+                hash: old_hash,
+            })
+            .await;
         Ok((record, plaintext))
     }
 
@@ -367,7 +384,8 @@ impl Keys {
         self.running.hold(self.meta.as_ref(), caller, None).await
     }
 
-    /// Drops a key from the cache after its row was revoked (also by namespace deletion).
+    /// Drops a key from the cache after its row was revoked (on a published
+    /// [`Change::KeyRevoked`]).
     pub(crate) fn forget(&self, hash: &[u8; 32]) {
         let mut epoch = self.epoch.lock().unwrap();
         *epoch += 1;

@@ -2,10 +2,16 @@
 //! scope rules of spec §2.3 (admins see every namespace; a key locked to a namespace sees only
 //! it; an unlocked workspace key must name the one it wants).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use warren_storage::Namespace;
 
+use super::running::Running;
 use super::{Caller, Error, Result};
 use crate::db::{EventQuery, EventRecord, MetaStore, Scope};
 use crate::event::EventKind;
@@ -47,11 +53,73 @@ pub struct Page {
 
 pub struct Events {
     meta: Arc<dyn MetaStore>,
+    running: Arc<Running>,
 }
 
+/// How long a live stream waits for a wake-up before it polls anyway (events committed by
+/// another process wake nobody here).
+const LIVE_POLL: Duration = Duration::from_secs(1);
+/// Events a live stream reads per query.
+const LIVE_BATCH: u32 = 100;
+
 impl Events {
-    pub fn new(meta: Arc<dyn MetaStore>) -> Self {
-        Self { meta }
+    pub(crate) fn new(meta: Arc<dyn MetaStore>, running: Arc<Running>) -> Self {
+        Self { meta, running }
+    }
+
+    /// The events of workspace `ws` (of one namespace, if given) committed from now on,
+    /// oldest first, for an admin key. The stream ends when the caller's key is revoked or
+    /// rotated. It waits on the store's wake-up rather than polling on a timer.
+    pub async fn live(
+        &self,
+        caller: &Caller,
+        ws: &str,
+        namespace: Option<Namespace>,
+    ) -> Result<BoxStream<'static, EventRecord>> {
+        let ws = caller.require_admin(ws, "webhooks")?;
+        let held = self.running.hold(self.meta.as_ref(), caller, None).await?;
+        // Subscribed before the start position is read, so nothing committed in between is
+        // missed.
+        let mut wake = self.meta.appended();
+        wake.mark_unchanged();
+        let start = self.meta.last_event_seq(&ws).await?;
+        let meta = Arc::clone(&self.meta);
+        let events = futures::stream::unfold(
+            (start, VecDeque::new(), wake),
+            move |(mut seq, mut pending, mut wake): (i64, VecDeque<EventRecord>, _)| {
+                let (meta, ws, ns) = (Arc::clone(&meta), ws.clone(), namespace.clone());
+                async move {
+                    loop {
+                        if let Some(e) = pending.pop_front() {
+                            return Some((e, (seq, pending, wake)));
+                        }
+                        wake.mark_unchanged();
+                        match meta.events_after(&ws, ns.as_ref(), seq, LIVE_BATCH).await {
+                            Ok(batch) if !batch.is_empty() => {
+                                seq = batch.last().map_or(seq, |e| e.seq);
+                                pending.extend(batch);
+                            }
+                            Ok(_) => {
+                                let _ = tokio::time::timeout(LIVE_POLL, wake.changed()).await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "event stream poll failed");
+                                tokio::time::sleep(LIVE_POLL).await;
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        let cancel = held.cancel.clone();
+        Ok(events
+            .take_until(cancel.cancelled_owned())
+            // The registration lives as long as the stream.
+            .map(move |e| {
+                let _ = &held;
+                e
+            })
+            .boxed())
     }
 
     pub async fn list(&self, caller: &Caller, ws: &str, feed: Feed) -> Result<Page> {

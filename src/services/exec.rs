@@ -21,8 +21,8 @@ use warren_storage::{BlobStore, Namespace, NsPath, WorkspaceId};
 
 use super::files::MAX_FILE_BYTES;
 use super::running::Running;
-use super::tree_lock::TreeLocks;
 use super::{Caller, Error, Result, event};
+use crate::coord::Coordinator;
 use crate::db::{EntryKind, FileWrite, MetaStore, NewEvent, TreeOp};
 use crate::event::{Event, WriteSource};
 use crate::ids::Micros;
@@ -97,7 +97,7 @@ struct Slot {
 pub struct Exec {
     meta: Arc<dyn MetaStore>,
     blobs: BlobStore,
-    locks: Arc<TreeLocks>,
+    coord: Arc<dyn Coordinator>,
     running: Arc<Running>,
     /// The sandbox, or why this host cannot run one.
     sandbox: std::result::Result<Sandbox, String>,
@@ -111,7 +111,7 @@ impl Exec {
     pub(crate) fn new(
         meta: Arc<dyn MetaStore>,
         blobs: BlobStore,
-        locks: Arc<TreeLocks>,
+        coord: Arc<dyn Coordinator>,
         running: Arc<Running>,
         sandbox: std::result::Result<Sandbox, String>,
         settings: &ExecSettings,
@@ -119,7 +119,7 @@ impl Exec {
         Self {
             meta,
             blobs,
-            locks,
+            coord,
             running,
             sandbox,
             cache_bytes: settings.cache_bytes,
@@ -182,6 +182,7 @@ impl Exec {
             .hold(self.meta.as_ref(), caller, Some(ns))
             .await?;
         let key = (ws.clone(), ns.clone());
+        let _turn = self.coord.exec_turn(ws, ns).await;
         let slot = self.slot(&key);
         let mut copy = slot.copy.lock().await;
 
@@ -438,7 +439,7 @@ impl Exec {
         let ws = &caller.key.workspace;
         let mut skipped = scan.skipped;
         let upper = overlay.upper().map_err(internal)?;
-        let _lock = self.locks.namespace(ws, ns).await;
+        let lock = self.coord.lock_namespace(ws, ns).await;
         let now = Micros::now();
         let mut ops = Vec::new();
         let mut events = Vec::new();
@@ -572,7 +573,7 @@ impl Exec {
             }
         }
         events.push(completed);
-        let (before, after) = self.meta.commit_tree_ops(ws, ns, &ops, &events).await?;
+        let (before, after) = self.meta.commit_tree_ops(&lock, &ops, &events).await?;
         for p in &doomed {
             if let Err(e) = self.blobs.delete(ws, ns, p).await {
                 tracing::warn!(path = %p, error = %e, "orphan left after an exec");

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use warren_storage::{BlobStore, BlobWriter, Namespace, NsPath};
 
-use super::tree_lock::TreeLocks;
 use super::{Caller, Error, Result, event};
+use crate::coord::Coordinator;
 use crate::db::{self, Entry, EntryKind, FileWrite, MetaStore};
 use crate::event::Event;
 use crate::ids::Micros;
@@ -56,7 +56,7 @@ pub struct Listing {
 pub struct Files {
     meta: Arc<dyn MetaStore>,
     blobs: BlobStore,
-    locks: Arc<TreeLocks>,
+    coord: Arc<dyn Coordinator>,
 }
 
 fn not_found(path: &NsPath) -> Error {
@@ -70,8 +70,12 @@ fn too_large() -> Error {
 }
 
 impl Files {
-    pub(crate) fn new(meta: Arc<dyn MetaStore>, blobs: BlobStore, locks: Arc<TreeLocks>) -> Self {
-        Self { meta, blobs, locks }
+    pub(crate) fn new(
+        meta: Arc<dyn MetaStore>,
+        blobs: BlobStore,
+        coord: Arc<dyn Coordinator>,
+    ) -> Self {
+        Self { meta, blobs, coord }
     }
 
     /// Stores `body` as the file at `path`, creating missing parent directories. `declared` is
@@ -124,7 +128,7 @@ impl Files {
             }
         }
 
-        let _guard = self.locks.write(ws, ns, path).await;
+        let lock = self.coord.lock_write(ws, ns, path).await;
         let written = match writer.finish().await {
             Ok(w) => w,
             Err(e) => {
@@ -151,7 +155,7 @@ impl Files {
             mtime: Micros::now(),
             sha256: written.sha256,
         };
-        if let Err(e) = self.meta.commit_write(ws, ns, &file, &ev).await {
+        if let Err(e) = self.meta.commit_write(&lock, &file, &ev).await {
             // The tree changed under us (say a directory appeared at `path`): nothing indexes
             // these bytes, and we still hold the lock, so removing them cannot hit a newer file.
             if matches!(e, db::Error::Conflict(_))
@@ -302,10 +306,10 @@ impl Files {
             Some(ns),
             Event::FileDeleted { path: path.wire() },
         );
-        let _guard = self.locks.delete(ws, ns, path).await;
+        let lock = self.coord.lock_delete(ws, ns, path).await;
         let removed = self
             .meta
-            .commit_delete(ws, ns, path, &ev)
+            .commit_delete(&lock, &ev)
             .await?
             .ok_or_else(|| not_found(path))?;
         futures::stream::iter(removed)

@@ -11,11 +11,11 @@ pub mod events;
 pub mod exec;
 pub mod files;
 pub mod namespaces;
+mod reactions;
 pub mod reindex;
 pub mod retention;
 pub mod running;
 pub mod snapshots;
-mod tree_lock;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use warren_storage::{BlobStore, NameError, Namespace, WorkspaceId};
 
+use crate::coord::{Coordinator, Reactor};
 use crate::db::{self, MetaStore, NewEvent};
 use crate::event::Event;
 use crate::ids::EventId;
@@ -102,7 +103,8 @@ impl From<warren_storage::Error> for Error {
 pub struct Services {
     pub meta: Arc<dyn MetaStore>,
     pub blobs: BlobStore,
-    pub keys: Keys,
+    pub coord: Arc<dyn Coordinator>,
+    pub keys: Arc<Keys>,
     pub files: Files,
     pub exec: Arc<Exec>,
     pub snapshots: Arc<Snapshots>,
@@ -115,6 +117,8 @@ pub struct Services {
     pub default_workspace: WorkspaceId,
     /// Cancelled when the server begins shutting down; long-lived responses end on it.
     pub shutdown: CancellationToken,
+    /// Acts on the coordination feed; the coordinator holds it weakly.
+    _reactions: Arc<reactions::Reactions>,
 }
 
 /// What the services are built from, besides the stores.
@@ -129,7 +133,12 @@ pub struct ServiceSettings<'a> {
 }
 
 impl Services {
-    pub fn new(meta: Arc<dyn MetaStore>, blobs: BlobStore, settings: ServiceSettings<'_>) -> Self {
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        blobs: BlobStore,
+        coord: Arc<dyn Coordinator>,
+        settings: ServiceSettings<'_>,
+    ) -> Self {
         let ServiceSettings {
             secret,
             default_workspace,
@@ -138,34 +147,51 @@ impl Services {
             exec,
             snapshot_retention,
         } = settings;
-        let locks = Arc::new(tree_lock::TreeLocks::default());
         let running = Arc::new(running::Running::default());
+        let keys = Arc::new(Keys::new(
+            Arc::clone(&meta),
+            secret,
+            Arc::clone(&running),
+            Arc::clone(&coord),
+        ));
+        let exec = Arc::new(Exec::new(
+            Arc::clone(&meta),
+            blobs.clone(),
+            Arc::clone(&coord),
+            Arc::clone(&running),
+            sandbox,
+            exec,
+        ));
+        let namespaces = Arc::new(Namespaces::new(Arc::clone(&meta), Arc::clone(&coord)));
+        let reactions = Arc::new(reactions::Reactions {
+            keys: Arc::clone(&keys),
+            running: Arc::clone(&running),
+            namespaces: Arc::clone(&namespaces),
+            exec: Arc::clone(&exec),
+        });
+        let reactor: Arc<dyn Reactor> = reactions.clone();
+        coord.set_reactor(Arc::downgrade(&reactor));
         Self {
-            keys: Keys::new(Arc::clone(&meta), secret, Arc::clone(&running)),
-            files: Files::new(Arc::clone(&meta), blobs.clone(), Arc::clone(&locks)),
+            keys,
+            files: Files::new(Arc::clone(&meta), blobs.clone(), Arc::clone(&coord)),
             snapshots: Arc::new(Snapshots::new(
                 Arc::clone(&meta),
                 blobs.clone(),
-                Arc::clone(&locks),
+                Arc::clone(&coord),
                 snapshot_retention,
             )),
-            exec: Arc::new(Exec::new(
-                Arc::clone(&meta),
-                blobs.clone(),
-                locks,
-                Arc::clone(&running),
-                sandbox,
-                exec,
-            )),
-            events: Events::new(Arc::clone(&meta)),
+            exec,
+            events: Events::new(Arc::clone(&meta), Arc::clone(&running)),
             webhooks: Arc::new(Webhooks::new(Arc::clone(&meta), webhooks)),
             audit: Arc::new(Audit::new(Arc::clone(&meta))),
-            namespaces: Arc::new(Namespaces::new(Arc::clone(&meta), Arc::clone(&running))),
+            namespaces,
             running,
             meta,
             blobs,
+            coord,
             default_workspace,
             shutdown: CancellationToken::new(),
+            _reactions: reactions,
         }
     }
 }

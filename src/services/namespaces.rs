@@ -14,16 +14,17 @@ use futures::StreamExt;
 use warren_storage::blob::ListError;
 use warren_storage::{BlobStore, Namespace, WorkspaceId};
 
-use super::running::Running;
-use super::{Caller, Error, Keys, Result, event};
+use super::{Caller, Error, Result, event};
+use crate::coord::{Change, Coordinator};
 use crate::db::{MetaStore, NamespaceUsage};
 use crate::event::Event;
 use crate::ids::Micros;
 
 pub struct Namespaces {
     meta: Arc<dyn MetaStore>,
+    /// Deleted (not yet purged) namespaces, refused at once; kept current by the change feed.
     deleted: RwLock<HashSet<(WorkspaceId, Namespace)>>,
-    running: Arc<Running>,
+    coord: Arc<dyn Coordinator>,
 }
 
 /// What a purge removed.
@@ -67,10 +68,10 @@ impl Namespaces {
         Ok(p)
     }
 
-    pub(crate) fn new(meta: Arc<dyn MetaStore>, running: Arc<Running>) -> Self {
+    pub(crate) fn new(meta: Arc<dyn MetaStore>, coord: Arc<dyn Coordinator>) -> Self {
         Self {
             meta,
-            running,
+            coord,
             deleted: RwLock::new(HashSet::new()),
         }
     }
@@ -100,7 +101,9 @@ impl Namespaces {
         Ok(self.meta.list_namespaces(&ws).await?)
     }
 
-    pub async fn delete(&self, caller: &Caller, keys: &Keys, ws: &str, ns: &str) -> Result<()> {
+    /// Marks a namespace deleted (refused from now on), revokes the keys locked to it, and
+    /// ends what runs in it.
+    pub async fn delete(&self, caller: &Caller, ws: &str, ns: &str) -> Result<()> {
         let ws = caller.require_admin(ws, "namespaces")?;
         let ns = Namespace::parse(ns)?;
         let ev = event(
@@ -122,17 +125,16 @@ impl Namespaces {
                 },
             )
         };
-        // Refuse new calls before the row changes, so none slips in between.
-        self.deleted
-            .write()
-            .unwrap()
-            .insert((ws.clone(), ns.clone()));
+        // Refuse new calls here before the row changes, so none slips in between.
+        self.mark(&ws, &ns, true);
         match self.meta.delete_namespace(&ws, &ns, &ev, &key_event).await {
-            Ok(Some(hashes)) => {
-                for h in hashes {
-                    keys.forget(&h);
+            Ok(Some(revoked)) => {
+                for (key, hash) in revoked {
+                    self.coord.publish(Change::KeyRevoked { key, hash }).await;
                 }
-                self.running.kill_namespace(&ws, &ns).await;
+                self.coord
+                    .publish(Change::NamespaceDeleted { ws, ns })
+                    .await;
                 Ok(())
             }
             result => {
@@ -159,8 +161,21 @@ impl Namespaces {
                 "No deleted namespace named {ns} (it may have been purged)"
             )));
         }
-        self.deleted.write().unwrap().remove(&(ws, ns));
+        self.coord
+            .publish(Change::NamespaceRestored { ws, ns })
+            .await;
         Ok(())
+    }
+
+    /// Refuses (`deleted`) or admits a namespace's runtime calls in this process.
+    pub(crate) fn mark(&self, ws: &WorkspaceId, ns: &Namespace, deleted: bool) {
+        let key = (ws.clone(), ns.clone());
+        let mut set = self.deleted.write().unwrap();
+        if deleted {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
     }
 
     /// Purges every namespace deleted more than `after` before `now`: it is first marked
@@ -231,7 +246,7 @@ impl Namespaces {
                 },
             );
             if self.meta.purge_namespace(&ws, &ns, &ev).await? {
-                self.deleted.write().unwrap().remove(&(ws, ns));
+                self.coord.publish(Change::NamespacePurged { ws, ns }).await;
                 done.push(purged);
             }
         }

@@ -5,9 +5,10 @@ use std::collections::HashSet;
 
 use futures::StreamExt;
 use warren_storage::blob::ListError;
-use warren_storage::{BlobStore, Namespace, NsPath, WorkspaceId};
+use warren_storage::{BlobStore, NsPath};
 
 use super::{Result, event};
+use crate::coord::NamespaceLock;
 use crate::db::{FileWrite, MetaStore};
 use crate::event::Event;
 use crate::ids::Micros;
@@ -27,9 +28,9 @@ pub struct ReindexReport {
 pub async fn reindex(
     meta: &dyn MetaStore,
     blobs: &BlobStore,
-    ws: &WorkspaceId,
-    ns: &Namespace,
+    lock: &NamespaceLock,
 ) -> Result<ReindexReport> {
+    let (ws, ns) = (lock.workspace(), lock.namespace());
     let mut report = ReindexReport::default();
     let mut paths: Vec<NsPath> = Vec::new();
     let mut listing = blobs.list(ws, ns);
@@ -74,6 +75,6 @@ pub async fn reindex(
             skipped: report.skipped.len(),
         },
     );
-    meta.replace_tree(ws, ns, &files, &ev).await?;
+    meta.replace_tree(lock, &files, &ev).await?;
     Ok(report)
 }

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use warren_storage::{BlobStore, Namespace, NsPath, WorkspaceId};
 
+use crate::coord::{Coordinator, Duty};
 use crate::db::{self, MetaStore, Swept};
 use crate::ids::Micros;
 
@@ -122,11 +123,15 @@ pub async fn run(
     meta: Arc<dyn MetaStore>,
     blobs: BlobStore,
     namespaces: Arc<crate::services::Namespaces>,
-    exec: Arc<crate::services::Exec>,
     snapshots: Arc<crate::services::Snapshots>,
+    coord: Arc<dyn Coordinator>,
     settings: RetentionSettings,
     shutdown: CancellationToken,
 ) {
+    let leading = tokio::select! {
+        l = coord.lead(Duty::Retention) => l,
+        _ = shutdown.cancelled() => return,
+    };
     loop {
         match namespaces
             .purge_expired(&blobs, settings.purge_after, Micros::now(), false)
@@ -134,10 +139,6 @@ pub async fn run(
         {
             Ok(done) => {
                 for p in done {
-                    if let (Some(ws), Some(ns)) = (&p.workspace, &p.namespace) {
-                        // Its working copy on this host goes with it.
-                        exec.forget(ws, ns).await;
-                    }
                     tracing::info!(
                         workspace = ?p.workspace, namespace = ?p.namespace,
                         objects = p.objects, bytes = p.bytes, "purged a deleted namespace"
@@ -173,6 +174,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = leading.lost() => return,
             _ = tokio::time::sleep(settings.sweep_interval) => {}
         }
     }

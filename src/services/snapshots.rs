@@ -16,8 +16,8 @@ use warren_storage::archive::{self, ArchiveEntry, ArchiveError, ArchiveKind, Unp
 use warren_storage::{Blob, BlobStore, Namespace, NsPath, SnapshotId, StageStep};
 
 use super::files::MAX_FILE_BYTES;
-use super::tree_lock::TreeLocks;
 use super::{Caller, Error, Result, event};
+use crate::coord::Coordinator;
 use crate::db::{EntryKind, FileWrite, MetaStore, SnapshotRecord, TreeOp};
 use crate::event::Event;
 use crate::ids::Micros;
@@ -44,7 +44,7 @@ const SWEEP_BATCH: u32 = 500;
 pub struct Snapshots {
     meta: Arc<dyn MetaStore>,
     blobs: BlobStore,
-    locks: Arc<TreeLocks>,
+    coord: Arc<dyn Coordinator>,
     retention: Duration,
 }
 
@@ -66,13 +66,13 @@ impl Snapshots {
     pub(crate) fn new(
         meta: Arc<dyn MetaStore>,
         blobs: BlobStore,
-        locks: Arc<TreeLocks>,
+        coord: Arc<dyn Coordinator>,
         retention: Duration,
     ) -> Self {
         Self {
             meta,
             blobs,
-            locks,
+            coord,
             retention,
         }
     }
@@ -154,7 +154,7 @@ impl Snapshots {
         let ws = &caller.key.workspace;
         let id = new_id();
         let (written, file_count) = {
-            let _lock = self.locks.namespace(ws, ns).await;
+            let _lock = self.coord.lock_namespace(ws, ns).await;
             let tree = self.meta.tree(ws, ns).await?;
             let file_count = tree.iter().filter(|e| e.kind == EntryKind::File).count() as u64;
             let entries = tree
@@ -337,7 +337,7 @@ impl Snapshots {
         .map_err(archive_error)?;
 
         // 2. Swap, holding the namespace.
-        let _lock = self.locks.namespace(ws, ns).await;
+        let lock = self.coord.lock_namespace(ws, ns).await;
         let now = Micros::now();
         let mut set_aside = Vec::new();
         let mut published = Vec::new();
@@ -406,7 +406,7 @@ impl Snapshots {
                     files_restored: files,
                 },
             );
-            self.meta.commit_tree_ops(ws, ns, &ops, &[ev]).await?;
+            self.meta.commit_tree_ops(&lock, &ops, &[ev]).await?;
             Ok(())
         }
         .await;

@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use warren_storage::{Namespace, WorkspaceId};
 
 use super::{Caller, Error, Result, event};
+use crate::coord::{Coordinator, Duty};
 use crate::db::{AttemptResult, ClaimedDelivery, EventRecord, MetaStore, Webhook};
 use crate::envelope::envelope;
 use crate::event::{Event, EventKind};
@@ -337,8 +338,13 @@ impl Webhooks {
         }
     }
 
-    /// Drains the outbox until `shutdown`, then waits for attempts in flight.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Drains the outbox while this process leads delivery, until `shutdown`, then waits for
+    /// attempts in flight.
+    pub async fn run(self: Arc<Self>, coord: Arc<dyn Coordinator>, shutdown: CancellationToken) {
+        let leading = tokio::select! {
+            l = coord.lead(Duty::WebhookDelivery) => l,
+            _ = shutdown.cancelled() => return,
+        };
         let tracker = TaskTracker::new();
         // Long enough that an attempt in flight is never claimed twice by a healthy worker.
         let lease = self.settings.timeout * 3 + Duration::from_secs(5);
@@ -358,6 +364,8 @@ impl Webhooks {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                // Another process leads now; it delivers what is due.
+                _ = leading.lost() => break,
                 _ = tokio::time::sleep(self.settings.poll) => {}
             }
         }

@@ -22,7 +22,9 @@ impl AuditLog for SqliteStore {
             b = flush_if_full(&mut conn, b).await?;
         }
         conn.batch(b).await?;
-        conn.commit().await
+        conn.commit().await?;
+        self.committed();
+        Ok(())
     }
 
     async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
@@ -103,6 +105,7 @@ impl AuditLog for SqliteStore {
         .await?
         .rows_affected();
         tx.commit().await?;
+        self.committed();
         Ok(Swept {
             events,
             deliveries,

@@ -79,4 +79,8 @@ impl EventLog for SqliteStore {
                 .await?;
         Ok(seq.unwrap_or(0))
     }
+
+    fn appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
 }

@@ -26,6 +26,7 @@ impl KeyStore for SqliteStore {
         .await?;
         append_event(&mut tx, event).await?;
         tx.commit().await?;
+        self.committed();
         Ok(())
     }
 
@@ -77,6 +78,7 @@ impl KeyStore for SqliteStore {
         let hash = hash_from_row(&row)?;
         append_event(&mut tx, event).await?;
         tx.commit().await?;
+        self.committed();
         Ok(Some(hash))
     }
 
@@ -115,6 +117,7 @@ impl KeyStore for SqliteStore {
         let record = key_from_row(&row)?;
         append_event(&mut tx, event).await?;
         tx.commit().await?;
+        self.committed();
         Ok(Some((old_hash, record)))
     }
 

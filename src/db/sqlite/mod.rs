@@ -35,6 +35,7 @@ use super::{
     AuditLog, EventLog, KeyStore, NamespaceLifecycle, SnapshotCatalog, TreeStore, WebhookOutbox,
     Workspaces,
 };
+use crate::coord::{DeleteLock, NamespaceLock, WriteLock};
 use crate::ids::{EventId, KeyId, Micros};
 use conns::{Batch, Conn, Conns};
 
@@ -47,9 +48,13 @@ const WRITE_TX: &str = "BEGIN IMMEDIATE";
 /// Read connections: WAL lets them all read while the writer writes.
 const READERS: usize = 4;
 
+/// Bumped after every commit of the writer (most append events); pollers of the log wait on it.
+type Appended = tokio::sync::watch::Sender<u64>;
+
 pub struct SqliteStore {
     reader: Arc<Conns>,
     writer: Arc<Conns>,
+    appended: Appended,
     /// File writes waiting for `writer`, committed together.
     queue: WriteQueue,
 }
@@ -114,8 +119,17 @@ impl SqliteStore {
         Ok(Self {
             reader,
             writer,
+            appended: tokio::sync::watch::Sender::new(0),
             queue: WriteQueue::default(),
         })
+    }
+}
+
+impl SqliteStore {
+    /// Wakes the log's pollers after a commit. This process's writer is the only writer, so
+    /// the wake-up misses nothing.
+    fn committed(&self) {
+        self.appended.send_modify(|n| *n += 1);
     }
 }
 
@@ -481,7 +495,7 @@ fn check_write(w: &QueuedWrite, rows: &[SqliteRow]) -> Result<()> {
 /// Each write is its own batch, a round trip apiece: one batch for the whole group would be
 /// new text every time, and preparing its statements afresh costs more than the round trips
 /// the prepared, cached per-write text saves.
-async fn commit_writes(mut conn: Conn, group: Vec<QueuedWrite>) {
+async fn commit_writes(mut conn: Conn, group: Vec<QueuedWrite>, appended: Appended) {
     if group.len() > 1 {
         let mut all_ok = true;
         for w in &group {
@@ -497,6 +511,7 @@ async fn commit_writes(mut conn: Conn, group: Vec<QueuedWrite>) {
             }
         }
         if all_ok && conn.commit().await.is_ok() {
+            appended.send_modify(|n| *n += 1);
             for w in group {
                 let _ = w.done.send(Ok(()));
             }
@@ -506,6 +521,9 @@ async fn commit_writes(mut conn: Conn, group: Vec<QueuedWrite>) {
     }
     for w in group {
         let r = commit_one(&mut conn, &w).await;
+        if r.is_ok() {
+            appended.send_modify(|n| *n += 1);
+        }
         let _ = w.done.send(r);
     }
 }

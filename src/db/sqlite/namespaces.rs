@@ -45,7 +45,7 @@ impl NamespaceLifecycle for SqliteStore {
         ns: &Namespace,
         event: &NewEvent,
         key_event: &(dyn for<'k> Fn(&'k KeyId) -> NewEvent + Send + Sync),
-    ) -> Result<Option<Vec<[u8; 32]>>> {
+    ) -> Result<Option<Vec<(KeyId, [u8; 32])>>> {
         let mut conn = self.writer.get().await?;
         let mut tx = conn.begin_with(WRITE_TX).await?;
         let done = sqlx::query(
@@ -76,9 +76,10 @@ impl NamespaceLifecycle for SqliteStore {
             let key_id = KeyId::from_string(id);
             let ev = key_event(&key_id);
             append_event(&mut tx, &ev).await?;
-            hashes.push(hash32(hash)?);
+            hashes.push((key_id, hash32(hash)?));
         }
         tx.commit().await?;
+        self.committed();
         Ok(Some(hashes))
     }
 
@@ -104,6 +105,7 @@ impl NamespaceLifecycle for SqliteStore {
         }
         append_event(&mut tx, event).await?;
         tx.commit().await?;
+        self.committed();
         Ok(true)
     }
 
@@ -174,6 +176,7 @@ impl NamespaceLifecycle for SqliteStore {
         }
         append_event(&mut tx, event).await?;
         tx.commit().await?;
+        self.committed();
         Ok(true)
     }
 }

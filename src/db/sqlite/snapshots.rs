@@ -46,6 +46,7 @@ impl SnapshotCatalog for SqliteStore {
         .await?;
         append_event(&mut tx, event).await?;
         tx.commit().await?;
+        self.committed();
         Ok(())
     }
 
@@ -107,6 +108,7 @@ impl SnapshotCatalog for SqliteStore {
         }
         append_event(&mut tx, event).await?;
         tx.commit().await?;
+        self.committed();
         Ok(true)
     }
 

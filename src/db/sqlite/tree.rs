@@ -53,11 +53,16 @@ impl TreeStore for SqliteStore {
 
     async fn commit_write(
         &self,
-        ws: &WorkspaceId,
-        ns: &Namespace,
+        lock: &WriteLock,
         file: &FileWrite,
         event: &NewEvent,
     ) -> Result<()> {
+        let (ws, ns) = (lock.workspace(), lock.namespace());
+        debug_assert_eq!(
+            lock.path(),
+            &file.path,
+            "a write commits under its own path's lock"
+        );
         // Group commit: queue the write, then take the writer. Whoever gets it commits every
         // write queued by then in one transaction, so concurrent writers share one commit
         // instead of each waiting in line for its own.
@@ -77,7 +82,7 @@ impl TreeStore for SqliteStore {
         drop(queued);
         // Once taken from the queue, the writes are committed on a task of their own: a
         // cancelled caller must not leave them half-done, their writers told they failed.
-        tokio::spawn(commit_writes(conn, group));
+        tokio::spawn(commit_writes(conn, group, self.appended.clone()));
         result
             .await
             .unwrap_or(Err(Error::Backend(sqlx::Error::WorkerCrashed)))
@@ -85,11 +90,10 @@ impl TreeStore for SqliteStore {
 
     async fn commit_delete(
         &self,
-        ws: &WorkspaceId,
-        ns: &Namespace,
-        path: &NsPath,
+        lock: &DeleteLock,
         event: &NewEvent,
     ) -> Result<Option<Vec<NsPath>>> {
+        let (ws, ns, path) = (lock.workspace(), lock.namespace(), lock.path());
         let mut b = Batch::new();
         let (lo, hi) = subtree_range(path);
         // Two statements for the reason given in `push_delete_subtree`.
@@ -135,16 +139,17 @@ impl TreeStore for SqliteStore {
             return Err(e);
         }
         conn.commit().await?;
+        self.committed();
         Ok(Some(files))
     }
 
     async fn replace_tree(
         &self,
-        ws: &WorkspaceId,
-        ns: &Namespace,
+        lock: &NamespaceLock,
         files: &[FileWrite],
         event: &NewEvent,
     ) -> Result<()> {
+        let (ws, ns) = (lock.workspace(), lock.namespace());
         let mut dirs = std::collections::BTreeSet::new();
         for f in files {
             dirs.extend(f.path.ancestors());
@@ -171,16 +176,18 @@ impl TreeStore for SqliteStore {
         }
         push_event(&mut b, event);
         conn.batch(b).await?;
-        conn.commit().await
+        conn.commit().await?;
+        self.committed();
+        Ok(())
     }
 
     async fn commit_tree_ops(
         &self,
-        ws: &WorkspaceId,
-        ns: &Namespace,
+        lock: &NamespaceLock,
         ops: &[TreeOp],
         events: &[NewEvent],
     ) -> Result<(u64, u64)> {
+        let (ws, ns) = (lock.workspace(), lock.namespace());
         let now = now();
         let mut conn = self.writer.get().await?;
         // An exec that changed nothing sends the same text every time; keep that one prepared.
@@ -278,6 +285,7 @@ impl TreeStore for SqliteStore {
             Ok(g) => g,
         };
         conn.commit().await?;
+        self.committed();
         let before = if ops.is_empty() {
             generation
         } else {

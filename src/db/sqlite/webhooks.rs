@@ -26,6 +26,7 @@ impl WebhookOutbox for SqliteStore {
         .await?;
         append_event(&mut tx, event).await?;
         tx.commit().await?;
+        self.committed();
         Ok(())
     }
 
@@ -80,6 +81,7 @@ impl WebhookOutbox for SqliteStore {
         .await?;
         append_event(&mut tx, event).await?;
         tx.commit().await?;
+        self.committed();
         Ok(true)
     }
 
@@ -140,6 +142,7 @@ impl WebhookOutbox for SqliteStore {
             });
         }
         tx.commit().await?;
+        self.committed();
         Ok(out)
     }
 
@@ -180,6 +183,7 @@ impl WebhookOutbox for SqliteStore {
         };
         record_result(&mut tx, &webhook_id, r).await?;
         tx.commit().await?;
+        self.committed();
         Ok(true)
     }
 
@@ -188,6 +192,7 @@ impl WebhookOutbox for SqliteStore {
         let mut tx = conn.begin_with(WRITE_TX).await?;
         record_result(&mut tx, webhook_id, r).await?;
         tx.commit().await?;
+        self.committed();
         Ok(())
     }
 }

@@ -40,6 +40,7 @@ impl Workspaces for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.committed();
         Ok((candidate.clone(), true))
     }
 }

@@ -1,4 +1,5 @@
-//! Mutual exclusion for tree mutations within this process.
+//! The locks behind [`super::InProcess`]: mutual exclusion for tree mutations within this
+//! process.
 //!
 //! A write publishes bytes at a natural key and then commits the index; a delete commits the
 //! index and then removes bytes. Interleaved badly, two writers of one path could commit in the
@@ -62,6 +63,9 @@ pub(crate) struct TreeLocks {
     namespaces: LockMap<RwLock<()>>,
     subtrees: LockMap<RwLock<()>>,
     paths: LockMap<AsyncMutex<()>>,
+    /// One exec at a time per namespace (not a tree lock: an exec holds the namespace only
+    /// while it syncs back, but its turn for the whole run).
+    turns: LockMap<AsyncMutex<()>>,
 }
 
 /// Held by a write until its index row is committed.
@@ -83,6 +87,7 @@ impl Default for TreeLocks {
             namespaces: LockMap::new(),
             subtrees: LockMap::new(),
             paths: LockMap::new(),
+            turns: LockMap::new(),
         }
     }
 }
@@ -123,6 +128,10 @@ impl TreeLocks {
             _namespace: namespace,
             _subtree: subtree,
         }
+    }
+
+    pub async fn exec_turn(&self, ws: &WorkspaceId, ns: &Namespace) -> OwnedMutexGuard<()> {
+        self.turns.get(key(ws, ns, "")).lock_owned().await
     }
 
     /// The whole namespace, exclusively.
