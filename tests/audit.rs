@@ -306,3 +306,52 @@ async fn orphan_objects_are_swept_after_the_grace_period() {
     }
     assert_eq!(a.read("real.txt").await.json["content"], "indexed");
 }
+
+/// Each runtime route names its operation where it is declared; a call on every one of them
+/// (right or wrong) is recorded under that name, never under a catch-all.
+#[tokio::test]
+async fn every_runtime_route_records_its_own_operation() {
+    let srv = TestServer::start().await;
+    let a = srv.agent("ops").await;
+    a.write("f.txt", "x").await;
+    a.upload("g.bin", vec![1]).await;
+    a.download("g.bin").await;
+    a.read("workspace/f.txt").await;
+    a.list("workspace/", false).await;
+    a.exec("true").await;
+    a.post_raw("/exec", r#"{"command": "true"}"#).await;
+    let snap = a.post("/v1/snapshots", serde_json::json!({})).await;
+    let id = snap.json["snapshot_id"]
+        .as_str()
+        .unwrap_or("snap-0000000000000000");
+    a.get("/v1/snapshots").await;
+    a.get(&format!("/v1/snapshots/{id}/download")).await;
+    a.post(&format!("/v1/snapshots/{id}/restore"), Value::Null)
+        .await;
+    a.post_raw("/v1/snapshots/import", "not an archive").await;
+    a.delete(&format!("/v1/snapshots/{id}")).await;
+    a.remove("f.txt").await;
+
+    let (_, records, _) = audit(&srv, "namespace=ops&limit=100").await;
+    let mut ops: Vec<String> = records.iter().map(|r| summary(r).0).collect();
+    ops.reverse();
+    assert_eq!(
+        ops,
+        [
+            "write",
+            "upload",
+            "download",
+            "read",
+            "list",
+            "exec",
+            "exec",
+            "snapshot.create",
+            "snapshot.list",
+            "snapshot.download",
+            "snapshot.restore",
+            "snapshot.import",
+            "snapshot.delete",
+            "delete",
+        ]
+    );
+}

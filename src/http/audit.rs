@@ -1,24 +1,18 @@
 //! The audit trail at the HTTP edge: a middleware on every runtime route records the
-//! operation, the key, the namespace, the path and the response status; and the admin
-//! endpoints `GET /v1/workspaces/{ws}/audit` (pages) and `…/audit/export` (JSON lines).
+//! operation (named by the route where it is declared, through [`operation`]), the key, the
+//! namespace, the path and the response status.
 
 use std::sync::{Arc, Mutex};
 
-use axum::Json;
-use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use axum::response::Response;
 
-use super::extract::{Auth, QueryParams, UrlParams};
-use super::{ApiError, ApiResult, AppState};
-use crate::db::{AuditQuery, AuditRecord};
+use super::AppState;
+use crate::db::AuditRecord;
 use crate::ids::Micros;
 use crate::services::Caller;
-use crate::services::audit::MAX_PAGE;
 
 const MAX_RECORDED_PATH: usize = 1024;
 
@@ -32,6 +26,7 @@ struct Slot {
     caller: Option<Caller>,
     namespace: Option<String>,
     path: Option<String>,
+    operation: Option<&'static str>,
 }
 
 fn clip(s: &str) -> String {
@@ -55,23 +50,17 @@ impl AuditSlot {
     }
 }
 
-fn operation(method: &Method, route: &str) -> &'static str {
-    match (method.as_str(), route) {
-        ("POST", "/write") => "write",
-        ("POST", "/v1/exec" | "/exec") => "exec",
-        ("POST", "/v1/snapshots") => "snapshot.create",
-        ("GET", "/v1/snapshots") => "snapshot.list",
-        ("POST", "/v1/snapshots/import") => "snapshot.import",
-        ("POST", "/v1/snapshots/{id}/restore") => "snapshot.restore",
-        ("DELETE", "/v1/snapshots/{id}") => "snapshot.delete",
-        ("GET", "/v1/snapshots/{id}/download") => "snapshot.download",
-        ("PUT", _) => "upload",
-        ("GET", "/files/{*path}" | "/files/") => "download",
-        ("POST", "/delete") => "delete",
-        ("GET", "/v1/files") => "list",
-        ("GET", "/v1/files/content") => "read",
-        _ => "other",
-    }
+/// The layer that names a route's audit operation; put on each method of each runtime route,
+/// beside its handler.
+pub fn operation(
+    name: &'static str,
+) -> tower::util::MapRequestLayer<impl Fn(Request) -> Request + Clone + Send + Sync + 'static> {
+    tower::util::MapRequestLayer::new(move |req: Request| {
+        if let Some(slot) = req.extensions().get::<AuditSlot>() {
+            slot.0.lock().unwrap().operation = Some(name);
+        }
+        req
+    })
 }
 
 /// The status recorded for a call whose client went away before the answer (nginx's 499,
@@ -84,7 +73,6 @@ const CLIENT_CLOSED: u16 = 499;
 struct Pending {
     state: AppState,
     slot: AuditSlot,
-    op: &'static str,
 }
 
 impl Pending {
@@ -96,7 +84,8 @@ impl Pending {
             workspace: caller.key.workspace.clone(),
             key_id: caller.key.id.to_string(),
             namespace: taken.namespace,
-            operation: self.op.to_owned(),
+            // Every runtime route names one; "other" would be a route that forgot.
+            operation: taken.operation.unwrap_or("other").to_owned(),
             path: taken.path,
             status,
             created_at: Micros::now(),
@@ -123,144 +112,10 @@ impl Drop for Pending {
 /// Middleware for runtime routes: records every authenticated call, failures and client
 /// disconnects included.
 pub async fn record(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_default();
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
-    let pending = Pending {
-        op: operation(req.method(), &route),
-        state,
-        slot,
-    };
+    let pending = Pending { state, slot };
     let resp = next.run(req).await;
     pending.finish(resp.status()).await;
     resp
-}
-
-#[derive(Deserialize)]
-pub struct AuditParams {
-    key_id: Option<String>,
-    namespace: Option<String>,
-    operation: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    cursor: Option<String>,
-    limit: Option<u32>,
-}
-
-fn time(name: &str, v: Option<String>) -> ApiResult<Option<Micros>> {
-    v.map(|s| {
-        Micros::parse_rfc3339(&s).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{name} is not an ISO-8601 time: {s:?}"),
-            )
-        })
-    })
-    .transpose()
-}
-
-fn query_of(p: AuditParams, caller: &Caller, oldest_first: bool) -> ApiResult<AuditQuery> {
-    Ok(AuditQuery {
-        workspace: caller.key.workspace.clone(),
-        key_id: p.key_id,
-        namespace: p.namespace,
-        operation: p.operation,
-        from: time("from", p.from)?,
-        to: time("to", p.to)?,
-        cursor: p
-            .cursor
-            .map(|c| {
-                c.strip_prefix("seq-")
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            format!("invalid cursor {c:?}"),
-                        )
-                    })
-            })
-            .transpose()?,
-        oldest_first,
-        limit: p.limit.unwrap_or(100),
-    })
-}
-
-fn record_json(r: &AuditRecord) -> Value {
-    json!({
-        "key_id": r.key_id,
-        "namespace": r.namespace,
-        "operation": r.operation,
-        "path": r.path,
-        "status": r.status,
-        "created_at": r.created_at.to_rfc3339(),
-    })
-}
-
-/// `GET /v1/workspaces/{ws}/audit`: newest first, filtered, paged by cursor.
-pub async fn list(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    UrlParams(ws): UrlParams<String>,
-    QueryParams(p): QueryParams<AuditParams>,
-) -> ApiResult<Json<Value>> {
-    let q = query_of(p, &caller, false)?;
-    let (records, next) = state.audit.page(&caller, &ws, q).await?;
-    let next = next.map(|seq| format!("seq-{seq}"));
-    Ok(Json(json!({
-        "records": records.iter().map(record_json).collect::<Vec<_>>(),
-        "next_cursor": next,
-    })))
-}
-
-/// `GET /v1/workspaces/{ws}/audit/export`: every matching record, oldest first, one JSON
-/// object per line, streamed page by page.
-pub async fn export(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    UrlParams(ws): UrlParams<String>,
-    QueryParams(p): QueryParams<AuditParams>,
-) -> ApiResult<Response> {
-    let mut q = query_of(p, &caller, true)?;
-    q.limit = MAX_PAGE;
-    // Checks scope (and flushes) before the response starts, so errors are still JSON.
-    let first = state.audit.query(&caller, &ws, q.clone()).await?;
-    let stream = futures::stream::unfold(Some((first, q)), move |st| {
-        let state = state.clone();
-        let caller = caller.clone();
-        let ws = ws.clone();
-        async move {
-            let (page, mut q) = st?;
-            if page.is_empty() {
-                return None;
-            }
-            let mut out = String::new();
-            for r in &page {
-                out.push_str(&record_json(r).to_string());
-                out.push('\n');
-            }
-            let next = if page.len() < q.limit as usize {
-                None
-            } else {
-                q.cursor = page.last().map(|r| r.seq);
-                match state.audit.query(&caller, &ws, q.clone()).await {
-                    Ok(p) => Some((p, q)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "audit export stopped early");
-                        None
-                    }
-                }
-            };
-            Some((Ok::<_, std::io::Error>(out), next))
-        }
-    });
-    let mut resp = Body::from_stream(stream).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/x-ndjson"),
-    );
-    Ok(resp)
 }

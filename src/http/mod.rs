@@ -2,6 +2,7 @@
 //! mapping of errors to status codes. The only module that knows JSON and HTTP.
 
 mod audit;
+mod audit_query;
 mod error;
 mod events;
 mod exec;
@@ -65,8 +66,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/workspaces/{ws}/namespaces/{ns}/restore",
             post(namespaces::restore),
         )
-        .route("/v1/workspaces/{ws}/audit", get(audit::list))
-        .route("/v1/workspaces/{ws}/audit/export", get(audit::export))
+        .route("/v1/workspaces/{ws}/audit", get(audit_query::list))
+        .route("/v1/workspaces/{ws}/audit/export", get(audit_query::export))
         .merge(runtime(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -135,42 +136,60 @@ fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> axum::response:
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").into_response()
 }
 
-/// The runtime routes (files, exec and snapshots): every call is audited.
+/// The runtime routes (files, exec and snapshots): every call is audited, under the operation
+/// its method names.
 fn runtime(state: AppState) -> Router<AppState> {
+    use audit::operation as op;
     Router::new()
         .route(
             "/v1/snapshots",
-            post(snapshots::create).get(snapshots::list),
+            post(snapshots::create)
+                .layer(op("snapshot.create"))
+                .merge(get(snapshots::list).layer(op("snapshot.list"))),
         )
         .route(
             "/v1/snapshots/import",
-            post(snapshots::import).layer(DefaultBodyLimit::disable()),
+            post(snapshots::import).layer((op("snapshot.import"), DefaultBodyLimit::disable())),
         )
-        .route("/v1/snapshots/{id}", delete(snapshots::delete))
-        .route("/v1/snapshots/{id}/restore", post(snapshots::restore))
-        .route("/v1/snapshots/{id}/download", get(snapshots::download))
+        .route(
+            "/v1/snapshots/{id}",
+            delete(snapshots::delete).layer(op("snapshot.delete")),
+        )
+        .route(
+            "/v1/snapshots/{id}/restore",
+            post(snapshots::restore).layer(op("snapshot.restore")),
+        )
+        .route(
+            "/v1/snapshots/{id}/download",
+            get(snapshots::download).layer(op("snapshot.download")),
+        )
         .route(
             "/v1/exec",
-            post(exec::exec).layer(DefaultBodyLimit::max(exec::EXEC_BODY_LIMIT)),
+            post(exec::exec).layer((op("exec"), DefaultBodyLimit::max(exec::EXEC_BODY_LIMIT))),
         )
         .route(
             "/exec",
-            post(exec::exec_text).layer(DefaultBodyLimit::max(exec::EXEC_BODY_LIMIT)),
+            post(exec::exec_text).layer((op("exec"), DefaultBodyLimit::max(exec::EXEC_BODY_LIMIT))),
         )
         .route(
             "/write",
-            post(files::write).layer(DefaultBodyLimit::max(files::WRITE_BODY_LIMIT)),
+            post(files::write).layer((op("write"), DefaultBodyLimit::max(files::WRITE_BODY_LIMIT))),
         )
         .route(
             "/files/{*path}",
             put(files::upload)
-                .get(files::download)
-                .layer(DefaultBodyLimit::disable()),
+                .layer((op("upload"), DefaultBodyLimit::disable()))
+                .merge(get(files::download).layer((op("download"), DefaultBodyLimit::disable()))),
         )
-        .route("/files/", put(files::root_path).get(files::root_path))
-        .route("/delete", post(files::delete))
-        .route("/v1/files", get(files::list))
-        .route("/v1/files/content", get(files::content))
+        .route(
+            "/files/",
+            put(files::root_path)
+                .layer(op("upload"))
+                .merge(get(files::root_path).layer(op("download"))),
+        )
+        .route("/delete", post(files::delete).layer(op("delete")))
+        .route("/v1/files", get(files::list).layer(op("list")))
+        .route("/v1/files/content", get(files::content).layer(op("read")))
         .route_layer(axum::middleware::from_fn_with_state(state, audit::record))
 }
 
