@@ -10,8 +10,8 @@ use std::time::Duration;
 use warren::coord::{Coordinator, DeleteLock, InProcess, NamespaceLock, WriteLock};
 use warren::db::{
     AttemptResult, AuditQuery, AuditRecord, EntryKind, Error, EventQuery, EventRecord, FileWrite,
-    KeyRecord, LeaseToken, MetaStore, NewEvent, NewKey, Scope, SnapshotRecord, Swept, TreeOp,
-    Webhook,
+    KeyRecord, LeaseToken, LogPos, MetaStore, NewEvent, NewKey, Scope, SnapshotRecord, Swept,
+    TreeOp, Webhook,
 };
 use warren::ids::{EventId, KeyId, Micros};
 use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
@@ -1043,7 +1043,7 @@ async fn event_queries_filter_and_page(store: Arc<dyn MetaStore>) {
     // The stream's view: oldest first after a position, bounded, optionally one namespace.
     assert_eq!(store.last_event_seq(&ws()).await.unwrap(), log[0].seq);
     let other = WorkspaceId::parse("ws-00000000000000bb").unwrap();
-    assert_eq!(store.last_event_seq(&other).await.unwrap(), 0);
+    assert_eq!(store.last_event_seq(&other).await.unwrap(), LogPos::START);
     let after = store
         .events_after(&ws(), None, log[3].seq, 100)
         .await
@@ -1059,7 +1059,7 @@ async fn event_queries_filter_and_page(store: Arc<dyn MetaStore>) {
         1
     );
     let after_b = store
-        .events_after(&ws(), Some(&ns("b")), 0, 100)
+        .events_after(&ws(), Some(&ns("b")), LogPos::START, 100)
         .await
         .unwrap();
     assert!(after_b.len() == 3 && after_b.iter().all(|e| e.namespace.as_deref() == Some("b")));
@@ -1075,7 +1075,7 @@ async fn pollers_see_every_event_once_while_others_append(store: Arc<dyn MetaSto
     let by_position = {
         let store = Arc::clone(&store);
         tokio::spawn(async move {
-            let (mut seen, mut at) = (Vec::new(), 0);
+            let (mut seen, mut at) = (Vec::new(), LogPos::START);
             while seen.len() < total {
                 let batch = store.events_after(&ws(), None, at, 7).await.unwrap();
                 if let Some(last) = batch.last() {

@@ -214,11 +214,39 @@ pub struct NewEvent {
     pub data: String,
 }
 
+/// A position in the event log. Opaque: positions compare in log order and are handed back to
+/// the store (or to clients as a [`token`](LogPos::token)); nothing computes with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LogPos(i64);
+
+impl LogPos {
+    /// Before every event.
+    pub const START: LogPos = LogPos(0);
+
+    /// For backends: their own representation of a position.
+    pub(crate) fn from_raw(raw: i64) -> Self {
+        Self(raw)
+    }
+
+    pub(crate) fn raw(self) -> i64 {
+        self.0
+    }
+
+    /// The position as clients see it (a paging cursor).
+    pub fn token(self) -> String {
+        format!("seq-{}", self.0)
+    }
+
+    pub fn from_token(s: &str) -> Option<Self> {
+        s.strip_prefix("seq-")?.parse().ok().map(Self)
+    }
+}
+
 /// An event as stored.
 #[derive(Debug, Clone)]
 pub struct EventRecord {
     /// Position in the log: commit order.
-    pub seq: i64,
+    pub seq: LogPos,
     pub id: EventId,
     pub kind: String,
     pub workspace: WorkspaceId,
@@ -240,7 +268,7 @@ pub struct EventQuery {
     /// Only events strictly after this time.
     pub since: Option<Micros>,
     /// Only events strictly before this log position (the paging cursor).
-    pub before_seq: Option<i64>,
+    pub before_seq: Option<LogPos>,
     pub limit: u32,
 }
 
@@ -603,17 +631,17 @@ pub trait EventLog: Send + Sync {
     /// Events matching `q`, newest first.
     async fn query_events(&self, q: &EventQuery) -> Result<Vec<EventRecord>>;
 
-    /// Up to `limit` events after log position `after_seq`, oldest first (the live stream).
+    /// Up to `limit` events after log position `after`, oldest first (the live stream).
     async fn events_after(
         &self,
         ws: &WorkspaceId,
         namespace: Option<&Namespace>,
-        after_seq: i64,
+        after: LogPos,
         limit: u32,
     ) -> Result<Vec<EventRecord>>;
 
-    /// The newest log position of a workspace (0 when it has no events).
-    async fn last_event_seq(&self, ws: &WorkspaceId) -> Result<i64>;
+    /// The newest log position of a workspace ([`LogPos::START`] when it has no events).
+    async fn last_event_seq(&self, ws: &WorkspaceId) -> Result<LogPos>;
 
     /// Changes after events may have been appended by this process, so a poller can wait on
     /// it instead of polling blindly. A wake-up promises nothing (the commit may have appended

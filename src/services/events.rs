@@ -13,7 +13,7 @@ use warren_storage::Namespace;
 
 use super::running::Running;
 use super::{Caller, Error, Result};
-use crate::db::{EventQuery, EventRecord, MetaStore, Scope};
+use crate::db::{EventQuery, EventRecord, LogPos, MetaStore, Scope};
 use crate::event::EventKind;
 use crate::ids::Micros;
 
@@ -34,15 +34,15 @@ pub struct Feed {
 
 /// A position in the log; pages continue strictly below it. Opaque to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor(i64);
+pub struct Cursor(LogPos);
 
 impl Cursor {
     pub fn parse(s: &str) -> Option<Self> {
-        s.strip_prefix("seq-")?.parse().ok().map(Cursor)
+        LogPos::from_token(s).map(Cursor)
     }
 
     pub fn encode(self) -> String {
-        format!("seq-{}", self.0)
+        self.0.token()
     }
 }
 
@@ -86,7 +86,7 @@ impl Events {
         let meta = Arc::clone(&self.meta);
         let events = futures::stream::unfold(
             (start, VecDeque::new(), wake),
-            move |(mut seq, mut pending, mut wake): (i64, VecDeque<EventRecord>, _)| {
+            move |(mut seq, mut pending, mut wake): (LogPos, VecDeque<EventRecord>, _)| {
                 let (meta, ws, ns) = (Arc::clone(&meta), ws.clone(), namespace.clone());
                 async move {
                     loop {

@@ -213,7 +213,8 @@ impl Webhooks {
             webhook_id: id.to_owned(),
         };
         let ev = EventRecord {
-            seq: 0,
+            // Not in the log: no position.
+            seq: crate::db::LogPos::START,
             id: EventId::random(),
             kind: test.kind().to_string(),
             workspace: ws.clone(),

@@ -41,7 +41,7 @@ impl EventLog for SqliteStore {
             query = query.bind(since.0);
         }
         if let Some(seq) = q.before_seq {
-            query = query.bind(seq);
+            query = query.bind(seq.raw());
         }
         let rows = query
             .bind(q.limit as i64)
@@ -54,7 +54,7 @@ impl EventLog for SqliteStore {
         &self,
         ws: &WorkspaceId,
         namespace: Option<&Namespace>,
-        after_seq: i64,
+        after: LogPos,
         limit: u32,
     ) -> Result<Vec<EventRecord>> {
         let rows = sqlx::query(
@@ -63,7 +63,7 @@ impl EventLog for SqliteStore {
              ORDER BY seq LIMIT ?4",
         )
         .bind(ws.as_str())
-        .bind(after_seq)
+        .bind(after.raw())
         .bind(namespace.map(|n| n.as_str()))
         .bind(limit as i64)
         .fetch_all(&mut *self.reader.get().await?)
@@ -71,13 +71,13 @@ impl EventLog for SqliteStore {
         rows.iter().map(event_from_row).collect()
     }
 
-    async fn last_event_seq(&self, ws: &WorkspaceId) -> Result<i64> {
+    async fn last_event_seq(&self, ws: &WorkspaceId) -> Result<LogPos> {
         let seq: Option<i64> =
             sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE workspace_id = ?")
                 .bind(ws.as_str())
                 .fetch_one(&mut *self.reader.get().await?)
                 .await?;
-        Ok(seq.unwrap_or(0))
+        Ok(seq.map_or(LogPos::START, LogPos::from_raw))
     }
 
     fn appended(&self) -> tokio::sync::watch::Receiver<u64> {

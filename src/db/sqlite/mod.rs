@@ -28,8 +28,8 @@ mod workspaces;
 
 use super::{
     AttemptResult, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error, EventQuery,
-    EventRecord, FileWrite, KeyRecord, LeaseToken, MetaStore, NamespaceUsage, NewEvent, NewKey,
-    Result, Scope, SnapshotRecord, Swept, TreeOp, Webhook,
+    EventRecord, FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NamespaceUsage, NewEvent,
+    NewKey, Result, Scope, SnapshotRecord, Swept, TreeOp, Webhook,
 };
 use super::{
     AuditLog, EventLog, KeyStore, NamespaceLifecycle, SnapshotCatalog, TreeStore, WebhookOutbox,
@@ -581,7 +581,7 @@ async fn record_result(
 fn event_from_row(row: &SqliteRow) -> Result<EventRecord> {
     let ws: String = row.try_get("workspace_id")?;
     Ok(EventRecord {
-        seq: row.try_get("seq")?,
+        seq: LogPos::from_raw(row.try_get("seq")?),
         id: EventId::from_string(row.try_get("id")?),
         kind: row.try_get("type")?,
         workspace: WorkspaceId::parse(&ws)?,
