@@ -400,3 +400,30 @@ async fn what_one_exec_may_change_is_bounded_and_said() {
     assert_eq!(a.paths("", false).await.len(), 19);
     assert_eq!(a.read("big.bin").await.status, StatusCode::NOT_FOUND);
 }
+
+/// Files larger than one read chunk and than the small-file fetch path go through every copy
+/// an exec makes (object to working copy, upper layer to object, upper layer to working copy)
+/// byte for byte.
+#[tokio::test]
+async fn large_files_cross_every_copy_intact() {
+    use sha2::{Digest, Sha256};
+    let srv = TestServer::start().await;
+    let a = srv.agent("big").await;
+    let uploaded: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let want_up = hex::encode(Sha256::digest(&uploaded));
+    assert_eq!(a.upload("up.bin", uploaded).await.status, StatusCode::OK);
+    // Fetched into the working copy on the large-file path.
+    let out = a.sh("sha256sum < workspace/up.bin").await;
+    assert_eq!(out.split_whitespace().next(), Some(want_up.as_str()));
+
+    // Made by the command: uploaded from the upper layer, then copied into the working copy.
+    let made = a
+        .sh("head -c 2500000 /dev/urandom > workspace/made.bin && sha256sum < workspace/made.bin")
+        .await;
+    let want_made = made.split_whitespace().next().unwrap().to_owned();
+    let stored = a.download_raw("/files/made.bin").await;
+    assert_eq!(stored.len(), 2_500_000);
+    assert_eq!(hex::encode(Sha256::digest(&stored)), want_made);
+    let again = a.sh("sha256sum < workspace/made.bin").await;
+    assert_eq!(again.split_whitespace().next(), Some(want_made.as_str()));
+}

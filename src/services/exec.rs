@@ -408,18 +408,21 @@ impl Exec {
         while let Some(r) = fetched.next().await {
             let ((path, mode, sha, size), chunks) = r?;
             let mut f = wc.create_file(path.as_str(), mode).map_err(internal)?;
-            for c in chunks {
-                f.write_all(&c).map_err(internal)?;
-            }
+            off_worker(move || chunks.iter().try_for_each(|c| f.write_all(c))).await?;
             wc.file_written(path.as_str(), sha, mode, size);
         }
         drop(fetched);
         for e in large {
             let mut blob = self.blobs.read(ws, ns, &e.path, MAX_FILE_BYTES).await?;
-            let mut f = wc.create_file(e.path.as_str(), e.mode).map_err(internal)?;
+            let f = wc.create_file(e.path.as_str(), e.mode).map_err(internal)?;
+            let (tx, writing) = write_chunks(f);
             while let Some(c) = blob.stream.next().await {
-                f.write_all(&c?).map_err(internal)?;
+                if tx.send(c?).await.is_err() {
+                    break; // the writer failed; its error follows
+                }
             }
+            drop(tx);
+            writing.await.map_err(internal)?.map_err(internal)?;
             wc.file_written(e.path.as_str(), sha_of(e), e.mode, e.size);
         }
         wc.generation = Some(generation);
@@ -545,18 +548,14 @@ impl Exec {
                         self.blobs.delete(ws, ns, &p).await?;
                     }
                     let (parent, name) = warren_exec::safe_fs::split(raw);
-                    let mut file = upper
+                    let file = upper
                         .open_dir(parent)
                         .and_then(|d| d.open_file(name.as_bytes(), Some(stat)))
                         .map_err(internal)?;
                     let mut writer = self.blobs.writer(ws, ns, &path);
-                    let mut buf = vec![0u8; 256 * 1024];
-                    loop {
-                        let n = file.read(&mut buf).map_err(internal)?;
-                        if n == 0 {
-                            break;
-                        }
-                        writer.write(Bytes::copy_from_slice(&buf[..n])).await?;
+                    let mut chunks = read_chunks(file);
+                    while let Some(chunk) = chunks.recv().await {
+                        writer.write(chunk.map_err(internal)?).await?;
                     }
                     let w = writer.finish().await?;
                     doomed.remove(&path);
@@ -595,14 +594,18 @@ impl Exec {
                 Change::File { mode, stat, .. } => {
                     let (sha, size) = stored.expect("files carry their hash");
                     let (parent, name) = warren_exec::safe_fs::split(p);
-                    let copied = upper
+                    let opened = upper
                         .open_dir(parent)
                         .and_then(|d| d.open_file(name.as_bytes(), Some(stat)))
-                        .and_then(|mut src| {
-                            let mut dst = wc.create_file(p, *mode)?;
-                            std::io::copy(&mut src, &mut dst)
-                        });
-                    copied.map(|_| wc.file_written(p, sha, *mode, size))
+                        .and_then(|src| Ok((src, wc.create_file(p, *mode)?)));
+                    match opened {
+                        Ok((mut src, mut dst)) => {
+                            off_worker(move || std::io::copy(&mut src, &mut dst)).await?;
+                            wc.file_written(p, sha, *mode, size);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
             }
             .map_err(internal)?;
@@ -675,6 +678,63 @@ fn revoked() -> Error {
          its changes were discarded"
             .into(),
     )
+}
+
+/// Runs blocking file work (up to a whole 100 MB file) on the blocking pool, off the async
+/// workers that serve every other request.
+async fn off_worker<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(internal)?
+        .map_err(internal)
+}
+
+/// Chunks read from a file between awaits: how many may wait while the consumer uploads.
+const CHUNKS_IN_FLIGHT: usize = 4;
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Reads `file` on the blocking pool, handing its chunks over as they are read.
+fn read_chunks(mut file: std::fs::File) -> tokio::sync::mpsc::Receiver<std::io::Result<Bytes>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        loop {
+            let mut buf = vec![0u8; CHUNK_BYTES];
+            match file.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        return; // the reader went away
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Writes the chunks sent on the returned channel to `file` on the blocking pool; the handle
+/// says how that went once the sender is dropped.
+fn write_chunks(
+    mut file: std::fs::File,
+) -> (
+    tokio::sync::mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+    let writing = tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = rx.blocking_recv() {
+            file.write_all(&chunk)?;
+        }
+        Ok(())
+    });
+    (tx, writing)
 }
 
 fn internal(e: impl std::fmt::Display) -> Error {
