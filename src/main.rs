@@ -61,24 +61,13 @@ async fn reindex(args: ReindexArgs) -> Result<(), warren::server::BoxError> {
             WorkspaceId::parse(&ws)?
         }
     };
-    // The server may be writing to the same database: a busy answer is worth a few retries.
     // The lock is this process's own: the offline reindex relies on the replacement being one
     // transaction, not on excluding the server's writers.
     use warren::coord::Coordinator;
     let lock = warren::coord::InProcess::new()
         .lock_namespace(&ws, &ns)
         .await;
-    let mut tries = 0;
-    let report = loop {
-        match warren::services::reindex::reindex(meta.as_ref(), &blobs, &lock).await {
-            Err(warren::services::Error::Busy(why)) if tries < 5 => {
-                tries += 1;
-                eprintln!("warren: {why}; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200 * tries)).await;
-            }
-            other => break other?,
-        }
-    };
+    let report = warren::services::reindex::reindex(meta.as_ref(), &blobs, &lock).await?;
     meta.close().await;
     println!(
         "reindexed {ws}/{ns}: {} files, {} bytes, {} skipped",

@@ -819,12 +819,15 @@ async fn admin_reindex_rebuilds_the_index_from_storage() {
         .unwrap();
     blobs.delete(&ws, &ns, &p("gone.txt")).await.unwrap();
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+    // Awaited, not run blocking: the server shares this test's one-thread runtime, and a
+    // commit of its own in flight must be able to finish while the tool waits for the lock.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
         .args(["admin", "reindex", "--namespace", "alice", "--data-dir"])
         .arg(srv.dir.path())
         .env_remove("WARREN_DATABASE")
         .env_remove("WARREN_STORAGE")
         .output()
+        .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -857,10 +860,11 @@ async fn admin_reindex_rebuilds_the_index_from_storage() {
         json!({ "namespace": "alice", "files": 3, "bytes": 1017, "skipped": 0 })
     );
 
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+    let bad = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
         .args(["admin", "reindex", "--namespace", "../x", "--data-dir"])
         .arg(srv.dir.path())
         .output()
+        .await
         .unwrap();
     assert!(!bad.status.success());
 }
