@@ -78,6 +78,13 @@ def stop_warren(w: Warren) -> int:
     return w.process.wait(timeout=30)
 
 
+def interruptible():
+    """For Popen's preexec_fn: the child takes SIGINT as a user's Ctrl-C would, even when
+    this run was started in the background (where a shell without job control ignores SIGINT
+    and the child would inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="session")
 def warren():
     with tempfile.TemporaryDirectory(prefix="warren-conformance-") as tmp:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trove_sdk import TroveClient
 
-from conftest import run_cli
+from conftest import interruptible, run_cli
 
 
 def login_admin(home, warren):
@@ -66,6 +66,7 @@ def test_tail_shows_each_event_exactly_once(home, warren, key, ns):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=interruptible,
     )
     try:
         time.sleep(1.0)  # let the first poll set its bookmark

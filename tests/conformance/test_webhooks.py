@@ -14,7 +14,7 @@ import httpx
 import pytest
 from trove_sdk import TroveAdminClient, TroveAuthError, TroveClient, TroveNotFoundError, verify_webhook
 
-from conftest import Receiver, _free_port, run_cli, start_warren, stop_warren
+from conftest import Receiver, _free_port, interruptible, run_cli, start_warren, stop_warren
 
 
 def verified(secret, delivery):
@@ -145,6 +145,7 @@ def test_webhooks_listen_forwards_verifiable_events(home, warren, client, ns, re
         [str(venv_bin / "trove"), "webhooks", "listen", "--forward-to", receiver.url,
          "--secret", secret],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=interruptible,
     )
     try:
         time.sleep(1.5)  # connected
