@@ -643,8 +643,8 @@ pub trait EventLog: Send + Sync {
     /// The newest log position of a workspace ([`LogPos::START`] when it has no events).
     async fn last_event_seq(&self, ws: &WorkspaceId) -> Result<LogPos>;
 
-    /// Changes after events may have been appended by this process, so a poller can wait on
-    /// it instead of polling blindly. A wake-up promises nothing (the commit may have appended
+    /// Changes after this process commits a change that appended events, so a poller can wait
+    /// on it instead of polling blindly. A wake-up promises nothing (the commit may have appended
     /// nothing this poller wants); events committed by other processes may come with none, so
     /// pollers still poll, less often.
     fn appended(&self) -> tokio::sync::watch::Receiver<u64>;

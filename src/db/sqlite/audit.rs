@@ -22,9 +22,7 @@ impl AuditLog for SqliteStore {
             b = flush_if_full(&mut conn, b).await?;
         }
         conn.batch(b).await?;
-        conn.commit().await?;
-        self.committed();
-        Ok(())
+        conn.commit().await
     }
 
     async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
@@ -105,7 +103,6 @@ impl AuditLog for SqliteStore {
         .await?
         .rows_affected();
         tx.commit().await?;
-        self.committed();
         Ok(Swept {
             events,
             deliveries,

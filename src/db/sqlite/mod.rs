@@ -48,7 +48,7 @@ const WRITE_TX: &str = "BEGIN IMMEDIATE";
 /// Read connections: WAL lets them all read while the writer writes.
 const READERS: usize = 4;
 
-/// Bumped after every commit of the writer (most append events); pollers of the log wait on it.
+/// Bumped after every commit that appended events; pollers of the log wait on it.
 type Appended = tokio::sync::watch::Sender<u64>;
 
 pub struct SqliteStore {
@@ -126,8 +126,9 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// Wakes the log's pollers after a commit. This process's writer is the only writer, so
-    /// the wake-up misses nothing.
+    /// Wakes the log's pollers after a commit that appended events (and only then: the
+    /// delivery worker commits a claim every poll, which would wake every live stream). This
+    /// process's writer is the only writer, so the wake-up misses nothing.
     fn committed(&self) {
         self.appended.send_modify(|n| *n += 1);
     }

@@ -142,7 +142,6 @@ impl WebhookOutbox for SqliteStore {
             });
         }
         tx.commit().await?;
-        self.committed();
         Ok(out)
     }
 
@@ -183,7 +182,6 @@ impl WebhookOutbox for SqliteStore {
         };
         record_result(&mut tx, &webhook_id, r).await?;
         tx.commit().await?;
-        self.committed();
         Ok(true)
     }
 
@@ -192,7 +190,6 @@ impl WebhookOutbox for SqliteStore {
         let mut tx = conn.begin_with(WRITE_TX).await?;
         record_result(&mut tx, webhook_id, r).await?;
         tx.commit().await?;
-        self.committed();
         Ok(())
     }
 }

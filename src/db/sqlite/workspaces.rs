@@ -40,7 +40,6 @@ impl Workspaces for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.committed();
         Ok((candidate.clone(), true))
     }
 }
