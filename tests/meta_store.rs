@@ -59,6 +59,18 @@ async fn lock_write(ws: &WorkspaceId, ns: &Namespace, file: &FileWrite) -> Write
     coord().lock_write(ws, ns, &file.path).await
 }
 
+/// Commits `file` in `ns` under its write lock, as the file service does.
+async fn commit_file(
+    store: &dyn MetaStore,
+    ns: &Namespace,
+    file: &FileWrite,
+    event: &NewEvent,
+) -> warren::db::Result<()> {
+    store
+        .commit_write(&lock_write(&ws(), ns, file).await, file, event)
+        .await
+}
+
 async fn lock_delete(ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> DeleteLock {
     coord().lock_delete(ws, ns, path).await
 }
@@ -161,14 +173,14 @@ async fn writes_create_parents_and_bump_generation(store: Arc<dyn MetaStore>) {
     setup(&*store).await;
     let a = ns("alice");
     assert_eq!(store.generation(&ws(), &a).await.unwrap(), 0);
-    store
-        .commit_write(
-            &lock_write(&ws(), &a, &file("x/y/z.txt", 3)).await,
-            &file("x/y/z.txt", 3),
-            &ev("file.written", Some("alice")),
-        )
-        .await
-        .unwrap();
+    commit_file(
+        &*store,
+        &a,
+        &file("x/y/z.txt", 3),
+        &ev("file.written", Some("alice")),
+    )
+    .await
+    .unwrap();
     assert_eq!(store.generation(&ws(), &a).await.unwrap(), 1);
     let x = store.get_entry(&ws(), &a, &p("x")).await.unwrap().unwrap();
     assert_eq!(x.kind, EntryKind::Dir);
@@ -179,14 +191,14 @@ async fn writes_create_parents_and_bump_generation(store: Arc<dyn MetaStore>) {
         .unwrap();
     assert_eq!((z.kind, z.size), (EntryKind::File, 3));
     // Overwrite keeps one row and updates it.
-    store
-        .commit_write(
-            &lock_write(&ws(), &a, &file("x/y/z.txt", 9)).await,
-            &file("x/y/z.txt", 9),
-            &ev("file.written", Some("alice")),
-        )
-        .await
-        .unwrap();
+    commit_file(
+        &*store,
+        &a,
+        &file("x/y/z.txt", 9),
+        &ev("file.written", Some("alice")),
+    )
+    .await
+    .unwrap();
     let z = store
         .get_entry(&ws(), &a, &p("x/y/z.txt"))
         .await
@@ -200,35 +212,35 @@ async fn writes_create_parents_and_bump_generation(store: Arc<dyn MetaStore>) {
 async fn conflicts_are_refused_without_side_effects(store: Arc<dyn MetaStore>) {
     setup(&*store).await;
     let a = ns("alice");
-    store
-        .commit_write(
-            &lock_write(&ws(), &a, &file("f", 1)).await,
-            &file("f", 1),
-            &ev("file.written", Some("alice")),
-        )
-        .await
-        .unwrap();
-    store
-        .commit_write(
-            &lock_write(&ws(), &a, &file("d/g", 1)).await,
-            &file("d/g", 1),
-            &ev("file.written", Some("alice")),
-        )
-        .await
-        .unwrap();
+    commit_file(
+        &*store,
+        &a,
+        &file("f", 1),
+        &ev("file.written", Some("alice")),
+    )
+    .await
+    .unwrap();
+    commit_file(
+        &*store,
+        &a,
+        &file("d/g", 1),
+        &ev("file.written", Some("alice")),
+    )
+    .await
+    .unwrap();
     let before = store.recent_events(&ws(), 100).await.unwrap().len();
     for bad in ["f/under-a-file", "d"] {
         assert!(matches!(
             store.check_writable(&ws(), &a, &p(bad)).await,
             Err(Error::Conflict(_))
         ));
-        let r = store
-            .commit_write(
-                &lock_write(&ws(), &a, &file(bad, 1)).await,
-                &file(bad, 1),
-                &ev("file.written", Some("alice")),
-            )
-            .await;
+        let r = commit_file(
+            &*store,
+            &a,
+            &file(bad, 1),
+            &ev("file.written", Some("alice")),
+        )
+        .await;
         assert!(matches!(r, Err(Error::Conflict(_))), "{bad}: {r:?}");
     }
     assert_eq!(store.recent_events(&ws(), 100).await.unwrap().len(), before);
@@ -239,12 +251,7 @@ async fn children_are_ordered_dirs_first_then_bytewise(store: Arc<dyn MetaStore>
     setup(&*store).await;
     let a = ns("alice");
     for f in ["b.txt", "A.txt", "zdir/x", "adir/x", "a.txt", "_"] {
-        store
-            .commit_write(
-                &lock_write(&ws(), &a, &file(f, 1)).await,
-                &file(f, 1),
-                &ev("file.written", Some("alice")),
-            )
+        commit_file(&*store, &a, &file(f, 1), &ev("file.written", Some("alice")))
             .await
             .unwrap();
     }
@@ -267,12 +274,7 @@ async fn delete_removes_exactly_the_subtree(store: Arc<dyn MetaStore>) {
     setup(&*store).await;
     let a = ns("alice");
     for f in ["a/1", "a/b/2", "a-b/3", "ab/4", "a.txt", "b/a/5"] {
-        store
-            .commit_write(
-                &lock_write(&ws(), &a, &file(f, 1)).await,
-                &file(f, 1),
-                &ev("file.written", Some("alice")),
-            )
+        commit_file(&*store, &a, &file(f, 1), &ev("file.written", Some("alice")))
             .await
             .unwrap();
     }
@@ -312,14 +314,14 @@ async fn delete_removes_exactly_the_subtree(store: Arc<dyn MetaStore>) {
 
 async fn namespaces_do_not_see_each_other(store: Arc<dyn MetaStore>) {
     setup(&*store).await;
-    store
-        .commit_write(
-            &lock_write(&ws(), &ns("alice"), &file("secret", 1)).await,
-            &file("secret", 1),
-            &ev("file.written", Some("alice")),
-        )
-        .await
-        .unwrap();
+    commit_file(
+        &*store,
+        &ns("alice"),
+        &file("secret", 1),
+        &ev("file.written", Some("alice")),
+    )
+    .await
+    .unwrap();
     let b = ns("bob");
     assert!(
         store
@@ -431,14 +433,14 @@ async fn abandoned_writes_are_whole_or_absent(store: Arc<dyn MetaStore>) {
             Some(r) => r.unwrap(),
             None => abandoned += 1,
         }
-        store
-            .commit_write(
-                &lock_write(&ws(), &a, &file("kept", 1)).await,
-                &file("kept", 1),
-                &ev("file.written", Some("alice")),
-            )
-            .await
-            .unwrap();
+        commit_file(
+            &*store,
+            &a,
+            &file("kept", 1),
+            &ev("file.written", Some("alice")),
+        )
+        .await
+        .unwrap();
         store
             .commit_delete(
                 &lock_delete(&ws(), &a, &p("kept")).await,
@@ -464,14 +466,14 @@ async fn concurrent_writes_fail_alone(store: Arc<dyn MetaStore>) {
     setup(&*store).await;
     let a = ns("alice");
     for path in ["f", "d/inner"] {
-        store
-            .commit_write(
-                &lock_write(&ws(), &a, &file(path, 1)).await,
-                &file(path, 1),
-                &ev("file.written", Some("alice")),
-            )
-            .await
-            .unwrap();
+        commit_file(
+            &*store,
+            &a,
+            &file(path, 1),
+            &ev("file.written", Some("alice")),
+        )
+        .await
+        .unwrap();
     }
     let mut tasks = Vec::new();
     for i in 0..60 {
@@ -484,13 +486,13 @@ async fn concurrent_writes_fail_alone(store: Arc<dyn MetaStore>) {
         let store = Arc::clone(&store);
         let a = a.clone();
         tasks.push(tokio::spawn(async move {
-            let r = store
-                .commit_write(
-                    &lock_write(&ws(), &a, &file(&path, 1)).await,
-                    &file(&path, 1),
-                    &ev("file.written", Some("alice")),
-                )
-                .await;
+            let r = commit_file(
+                &*store,
+                &a,
+                &file(&path, 1),
+                &ev("file.written", Some("alice")),
+            )
+            .await;
             (path, r)
         }));
     }
@@ -550,12 +552,7 @@ async fn key(store: &dyn MetaStore, n: u8, namespace: Option<&str>) -> KeyRecord
 async fn write(store: &dyn MetaStore, namespace: &str, path: &str, kind: &'static str) -> EventId {
     let e = ev(kind, Some(namespace));
     let id = e.id.clone();
-    store
-        .commit_write(
-            &lock_write(&ws(), &ns(namespace), &file(path, 1)).await,
-            &file(path, 1),
-            &e,
-        )
+    commit_file(store, &ns(namespace), &file(path, 1), &e)
         .await
         .unwrap();
     id
@@ -813,13 +810,13 @@ async fn namespace_lifecycle_from_delete_to_purge(store: Arc<dyn MetaStore>) {
     );
     assert!(newest.iter().any(|e| e.data.contains(locked.id.as_str())));
     // Nothing may change in it while it is deleted; a second delete finds nothing.
-    let r = store
-        .commit_write(
-            &lock_write(&ws(), &gone, &file("new.txt", 1)).await,
-            &file("new.txt", 1),
-            &ev("file.written", Some("gone")),
-        )
-        .await;
+    let r = commit_file(
+        &*store,
+        &gone,
+        &file("new.txt", 1),
+        &ev("file.written", Some("gone")),
+    )
+    .await;
     assert!(matches!(r, Err(Error::NamespaceDeleted(_))), "{r:?}");
     let r = store
         .insert_snapshot(
@@ -1134,6 +1131,30 @@ async fn pollers_see_every_event_once_while_others_append(store: Arc<dyn MetaSto
     let (by_position, by_time) = (by_position.await.unwrap(), by_time.await.unwrap());
     assert_eq!(by_position, log, "position poller");
     assert_eq!(by_time, log, "time poller");
+}
+
+/// A commit that appends events wakes whoever waits on `appended`, whichever kind of record
+/// it changed; the stream waits on that instead of polling.
+async fn appending_events_wakes_waiting_pollers(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    let mut wake = store.appended();
+    for step in ["a file write", "a key mint"] {
+        wake.mark_unchanged();
+        let waiting = {
+            let mut wake = wake.clone();
+            tokio::spawn(async move { wake.changed().await })
+        };
+        if step == "a file write" {
+            write(&*store, "a", "f", "file.written").await;
+        } else {
+            key(&*store, 9, None).await;
+        }
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap_or_else(|_| panic!("{step} woke nobody"))
+            .unwrap()
+            .unwrap();
+    }
 }
 
 // --- webhooks and their outbox ---
@@ -1661,6 +1682,7 @@ macro_rules! stores {
             case!(namespace_lifecycle_from_delete_to_purge);
             case!(event_queries_filter_and_page);
             case!(pollers_see_every_event_once_while_others_append);
+            case!(appending_events_wakes_waiting_pollers);
             case!(webhooks_are_listed_and_deleted);
             case!(deliveries_fan_out_by_type_and_namespace);
             case!(delivery_leases_fence_stale_workers);
