@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use warren::coord::{Coordinator, DeleteLock, InProcess, NamespaceLock, WriteLock};
 use warren::db::{
-    AttemptResult, AuditQuery, AuditRecord, EntryKind, Error, EventQuery, EventRecord, FileWrite,
-    KeyRecord, LeaseToken, LogPos, MetaStore, NewEvent, NewKey, Scope, SnapshotRecord, Swept,
-    TreeOp, Webhook,
+    AttemptResult, AuditPos, AuditQuery, AuditRecord, EntryKind, Error, EventQuery, EventRecord,
+    FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NewEvent, NewKey, Scope, SnapshotRecord,
+    Swept, TreeOp, Webhook,
 };
 use warren::ids::{EventId, KeyId, Micros};
 use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
@@ -609,7 +609,7 @@ fn snapshot(id: u8, namespace: &str, created: i64, expires: i64) -> SnapshotReco
 
 fn audit(key: &str, namespace: &str, operation: &str, at: i64) -> AuditRecord {
     AuditRecord {
-        seq: 0,
+        seq: AuditPos::START,
         workspace: ws(),
         key_id: key.into(),
         namespace: Some(namespace.into()),
@@ -1506,7 +1506,7 @@ async fn audit_trail_filters_and_pages(store: Arc<dyn MetaStore>) {
     let times = |rs: &[AuditRecord]| rs.iter().map(|r| r.created_at.0).collect::<Vec<_>>();
     let all = store.query_audit(&q).await.unwrap();
     assert_eq!(times(&all), (100..110).rev().collect::<Vec<_>>());
-    assert!(all.iter().all(|r| r.seq > 0));
+    assert!(all.iter().all(|r| r.seq > AuditPos::START));
     let by_key = store
         .query_audit(&AuditQuery {
             key_id: Some("key-a".into()),

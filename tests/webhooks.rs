@@ -533,6 +533,15 @@ async fn the_live_stream_sends_connected_then_envelopes() {
     let forbidden = srv.client(&srv.mint("ops", None).await, None);
     let r = forbidden.get(&format!("{}/stream", hooks_url(&srv))).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Scope comes before input: a key that may not stream is refused whatever it asks.
+    let r = forbidden
+        .get(&format!("{}/stream?namespace=..", hooks_url(&srv)))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = admin
+        .get(&format!("{}/stream?namespace=..", hooks_url(&srv)))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
 }
 
 #[tokio::test]

@@ -214,33 +214,55 @@ pub struct NewEvent {
     pub data: String,
 }
 
-/// A position in the event log. Opaque: positions compare in log order and are handed back to
-/// the store (or to clients as a [`token`](LogPos::token)); nothing computes with them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct LogPos(i64);
+/// Defines an opaque log position: positions compare in log order and are handed back to the
+/// store (or to clients as a token, `seq-N`); nothing outside a backend computes with them.
+macro_rules! log_position {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        pub struct $name(i64);
 
-impl LogPos {
-    /// Before every event.
-    pub const START: LogPos = LogPos(0);
+        impl $name {
+            /// Before every entry (and the position of an entry not yet stored).
+            pub const START: $name = $name(0);
 
-    /// For backends: their own representation of a position.
-    pub(crate) fn from_raw(raw: i64) -> Self {
-        Self(raw)
-    }
+            /// For backends: their own representation of a position.
+            pub(crate) fn from_raw(raw: i64) -> Self {
+                Self(raw)
+            }
 
-    pub(crate) fn raw(self) -> i64 {
-        self.0
-    }
+            pub(crate) fn raw(self) -> i64 {
+                self.0
+            }
 
-    /// The position as clients see it (a paging cursor).
-    pub fn token(self) -> String {
-        format!("seq-{}", self.0)
-    }
+            /// The position as clients see it (a paging cursor).
+            pub fn token(self) -> String {
+                format!("seq-{}", self.0)
+            }
 
-    pub fn from_token(s: &str) -> Option<Self> {
-        s.strip_prefix("seq-")?.parse().ok().map(Self)
-    }
+            pub fn from_token(s: &str) -> Option<Self> {
+                s.strip_prefix("seq-")?.parse().ok().map(Self)
+            }
+        }
+    };
 }
+
+/// The key range holding everything below directory `p`, in the bytewise path order every
+/// backend keeps: paths under `p` start with `p/`, and `0` is the byte after `/`, so they all
+/// sort in `[p/, p0)`.
+pub fn subtree_range(p: &str) -> (String, String) {
+    (format!("{p}/"), format!("{p}0"))
+}
+
+log_position!(
+    /// A position in the event log.
+    LogPos
+);
+
+log_position!(
+    /// A position in the audit trail.
+    AuditPos
+);
 
 /// An event as stored.
 #[derive(Debug, Clone)]
@@ -351,8 +373,8 @@ pub struct AttemptResult {
 /// One audited operation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRecord {
-    /// Position in the trail (0 before it is stored).
-    pub seq: i64,
+    /// Position in the trail ([`AuditPos::START`] before it is stored).
+    pub seq: AuditPos,
     pub workspace: WorkspaceId,
     pub key_id: String,
     pub namespace: Option<String>,
@@ -373,7 +395,7 @@ pub struct AuditQuery {
     pub from: Option<Micros>,
     pub to: Option<Micros>,
     /// Continue past this position (below it newest-first, above it oldest-first).
-    pub cursor: Option<i64>,
+    pub cursor: Option<AuditPos>,
     pub oldest_first: bool,
     pub limit: u32,
 }

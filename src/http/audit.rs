@@ -10,9 +10,10 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::AppState;
-use crate::db::AuditRecord;
+use super::error::CLIENT_CLOSED;
 use crate::ids::Micros;
 use crate::services::Caller;
+use crate::services::audit::{AuditPos, AuditRecord};
 
 const MAX_RECORDED_PATH: usize = 1024;
 
@@ -63,10 +64,6 @@ pub fn operation(
     })
 }
 
-/// The status recorded for a call whose client went away before the answer (nginx's 499,
-/// "client closed request").
-const CLIENT_CLOSED: u16 = 499;
-
 /// One call's audit record. Normally written once the response status is known; if the
 /// handler is dropped first (hyper drops it when the client disconnects), written from
 /// `Drop` as [`CLIENT_CLOSED`], so the trail still shows the call.
@@ -80,7 +77,7 @@ impl Pending {
         let taken = std::mem::take(&mut *self.slot.0.lock().unwrap());
         let caller = taken.caller?;
         Some(AuditRecord {
-            seq: 0,
+            seq: AuditPos::START,
             workspace: caller.key.workspace.clone(),
             key_id: caller.key.id.to_string(),
             namespace: taken.namespace,

@@ -4,17 +4,16 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::{Auth, QueryParams, UrlParams};
 use super::{ApiError, ApiResult, AppState};
-use crate::db::{AuditQuery, AuditRecord};
 use crate::ids::Micros;
 use crate::services::Caller;
-use crate::services::audit::MAX_PAGE;
+use crate::services::audit::{AuditPos, AuditQuery, AuditRecord, MAX_PAGE};
 
 #[derive(Deserialize)]
 pub struct AuditParams {
@@ -30,10 +29,7 @@ pub struct AuditParams {
 fn time(name: &str, v: Option<String>) -> ApiResult<Option<Micros>> {
     v.map(|s| {
         Micros::parse_rfc3339(&s).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{name} is not an ISO-8601 time: {s:?}"),
-            )
+            ApiError::unprocessable(format!("{name} is not an ISO-8601 time: {s:?}"))
         })
     })
     .transpose()
@@ -50,14 +46,8 @@ fn query_of(p: AuditParams, caller: &Caller, oldest_first: bool) -> ApiResult<Au
         cursor: p
             .cursor
             .map(|c| {
-                c.strip_prefix("seq-")
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            format!("invalid cursor {c:?}"),
-                        )
-                    })
+                AuditPos::from_token(&c)
+                    .ok_or_else(|| ApiError::unprocessable(format!("invalid cursor {c:?}")))
             })
             .transpose()?,
         oldest_first,
@@ -85,7 +75,7 @@ pub async fn list(
 ) -> ApiResult<Json<Value>> {
     let q = query_of(p, &caller, false)?;
     let (records, next) = state.audit.page(&caller, &ws, q).await?;
-    let next = next.map(|seq| format!("seq-{seq}"));
+    let next = next.map(AuditPos::token);
     Ok(Json(json!({
         "records": records.iter().map(record_json).collect::<Vec<_>>(),
         "next_cursor": next,

@@ -1,4 +1,6 @@
-//! The one place where errors become HTTP responses: a status and a `{"detail": "..."}` body.
+//! The one table of HTTP status codes: every error becomes a [`Problem`] whose status is chosen
+//! here and whose body is `{"detail": "..."}`; the few success codes other than 200 and the
+//! status recorded for abandoned calls are named here too.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -7,62 +9,114 @@ use serde_json::json;
 
 use crate::services;
 
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub detail: String,
-    /// Seconds a client should wait before retrying (`Retry-After`), for retryable failures.
-    pub retry_after: Option<u32>,
+/// What went wrong, as far as a client is concerned. Each maps to one status in [`status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    /// Malformed input: bad JSON, bad path, bad header.
+    BadRequest,
+    Conflict,
+    TooLarge,
+    /// Well-formed input the call cannot take (wrong shape, bad value, bad cursor).
+    Unprocessable,
+    Timeout,
+    /// This server cannot do it (no sandbox on this host); retrying will not help.
+    Unavailable,
+    /// Momentarily impossible; the same call may succeed after `Retry-After`.
+    Busy,
+    Internal,
 }
+
+/// The table.
+const fn status(p: Problem) -> StatusCode {
+    match p {
+        Problem::Unauthorized => StatusCode::UNAUTHORIZED,
+        Problem::Forbidden => StatusCode::FORBIDDEN,
+        Problem::NotFound => StatusCode::NOT_FOUND,
+        Problem::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Problem::BadRequest => StatusCode::BAD_REQUEST,
+        Problem::Conflict => StatusCode::CONFLICT,
+        Problem::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Problem::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        Problem::Timeout => StatusCode::REQUEST_TIMEOUT,
+        Problem::Unavailable | Problem::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        Problem::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The status of a call that created what it names.
+pub const CREATED: StatusCode = StatusCode::CREATED;
+
+/// The status the audit trail records for a call whose client went away before the answer
+/// (nginx's 499, "client closed request"); never sent.
+pub const CLIENT_CLOSED: u16 = 499;
 
 /// What a client told to retry waits, in seconds.
 const RETRY_AFTER_SECS: u32 = 1;
 
+#[derive(Debug)]
+pub struct ApiError {
+    problem: Problem,
+    detail: String,
+}
+
 impl ApiError {
-    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+    pub fn new(problem: Problem, detail: impl Into<String>) -> Self {
         Self {
-            status,
+            problem,
             detail: detail.into(),
-            retry_after: None,
         }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(Problem::BadRequest, detail)
+    }
+
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(Problem::Unprocessable, detail)
+    }
+
+    /// The answer to a request that broke, with nothing of why (that is logged).
+    pub fn internal() -> Self {
+        Self::new(Problem::Internal, "Internal server error")
     }
 }
 
 impl From<services::Error> for ApiError {
     fn from(e: services::Error) -> Self {
         use services::Error as E;
-        let status = match &e {
-            E::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            E::Forbidden(_) => StatusCode::FORBIDDEN,
-            E::NotFound(_) => StatusCode::NOT_FOUND,
-            E::BadRequest(_) => StatusCode::BAD_REQUEST,
-            E::Conflict(_) => StatusCode::CONFLICT,
-            E::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            E::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            E::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            E::Unavailable(_) | E::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        let problem = match &e {
+            E::Unauthorized(_) => Problem::Unauthorized,
+            E::Forbidden(_) => Problem::Forbidden,
+            E::NotFound(_) => Problem::NotFound,
+            E::BadRequest(_) => Problem::BadRequest,
+            E::Conflict(_) => Problem::Conflict,
+            E::TooLarge(_) => Problem::TooLarge,
+            E::Unprocessable(_) => Problem::Unprocessable,
+            E::Timeout(_) => Problem::Timeout,
+            E::Unavailable(_) => Problem::Unavailable,
+            E::Busy(_) => Problem::Busy,
+            E::Internal(_) => {
+                // Logged here, where it is handled; clients get no internals.
+                tracing::error!(error = %e, "request failed");
+                return Self::internal();
+            }
         };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            // Logged here, where it is handled; clients get no internals.
-            tracing::error!(error = %e, "request failed");
-            return Self::new(status, "Internal server error");
-        }
-        let retry_after = matches!(e, E::Busy(_)).then_some(RETRY_AFTER_SECS);
-        Self {
-            retry_after,
-            ..Self::new(status, e.to_string())
-        }
+        Self::new(problem, e.to_string())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(json!({ "detail": self.detail }))).into_response();
-        if let Some(secs) = self.retry_after {
+        let mut response =
+            (status(self.problem), Json(json!({ "detail": self.detail }))).into_response();
+        if self.problem == Problem::Busy {
             response
                 .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, secs.into());
+                .insert(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECS.into());
         }
         response
     }
@@ -85,5 +139,15 @@ mod tests {
             ApiError::from(services::Error::Unavailable("no sandbox".into())).into_response();
         assert_eq!(none.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(!none.headers().contains_key("retry-after"));
+    }
+
+    #[test]
+    fn internal_errors_keep_their_reasons_from_clients() {
+        let e = ApiError::from(services::Error::Internal("disk at /var/secret".into()));
+        assert_eq!(e.detail, "Internal server error");
+        assert_eq!(
+            e.into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

@@ -2,7 +2,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use warren_storage::Namespace;
@@ -22,10 +21,6 @@ pub struct FeedQuery {
     cursor: Option<String>,
 }
 
-fn unprocessable(detail: String) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
-}
-
 pub async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -38,7 +33,7 @@ pub async fn list(
             .filter(|n| !n.is_empty())
             .map(|n| Namespace::parse(&n))
             .transpose()
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
         types: q
             .types
             .unwrap_or_default()
@@ -50,14 +45,16 @@ pub async fn list(
         since: q
             .since
             .map(|s| {
-                Micros::parse_rfc3339(&s)
-                    .ok_or_else(|| unprocessable(format!("since is not an ISO-8601 time: {s:?}")))
+                Micros::parse_rfc3339(&s).ok_or_else(|| {
+                    ApiError::unprocessable(format!("since is not an ISO-8601 time: {s:?}"))
+                })
             })
             .transpose()?,
         cursor: q
             .cursor
             .map(|c| {
-                Cursor::parse(&c).ok_or_else(|| unprocessable(format!("invalid cursor {c:?}")))
+                Cursor::parse(&c)
+                    .ok_or_else(|| ApiError::unprocessable(format!("invalid cursor {c:?}")))
             })
             .transpose()?,
         limit: q.limit.unwrap_or(DEFAULT_LIMIT),

@@ -3,14 +3,13 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use warren_storage::{Namespace, NsPath};
 
 use super::AppState;
 use super::audit::AuditSlot;
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use crate::services::Caller;
 
 /// Default cap on JSON request bodies.
@@ -70,7 +69,7 @@ impl Runtime {
 }
 
 fn bad_path(e: warren_storage::NameError) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+    ApiError::bad_request(e.to_string())
 }
 
 impl FromRequestParts<AppState> for Runtime {
@@ -86,7 +85,7 @@ impl FromRequestParts<AppState> for Runtime {
         let header = raw
             .map(|v| v.to_str())
             .transpose()
-            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "X-Namespace is not valid text"))?;
+            .map_err(|_| ApiError::bad_request("X-Namespace is not valid text"))?;
         let ns = caller.runtime_namespace(header)?;
         if let Some(slot) = &audit {
             slot.namespace(ns.as_str());
@@ -114,18 +113,15 @@ where
             .await
             .map_err(|_| {
                 ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Problem::TooLarge,
                     format!("request body exceeds {LIMIT} bytes"),
                 )
             })?;
         serde_json::from_slice(&body).map(ApiJson).map_err(|e| {
             if e.is_data() {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("invalid request body: {e}"),
-                )
+                ApiError::unprocessable(format!("invalid request body: {e}"))
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}"))
+                ApiError::bad_request(format!("malformed JSON: {e}"))
             }
         })
     }
@@ -145,7 +141,7 @@ where
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(t)| UrlParams(t))
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
     }
 }
 
@@ -163,6 +159,6 @@ where
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(t)| QueryParams(t))
-            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))
+            .map_err(|e| ApiError::unprocessable(e.body_text()))
     }
 }

@@ -8,7 +8,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -17,8 +17,7 @@ use warren_storage::NsPath;
 
 use super::extract::{ApiJson, QueryParams, Runtime};
 use super::{ApiError, ApiResult, AppState};
-use crate::db::{Entry, EntryKind};
-use crate::services::files::{MAX_FILE_BYTES, WriteSource};
+use crate::services::files::{Entry, EntryKind, MAX_FILE_BYTES, WriteSource};
 
 /// `POST /write` carries the content inside JSON, so its body may be a little larger than the
 /// file cap; the content itself is checked against the cap exactly.
@@ -32,10 +31,7 @@ fn url_file_path(rt: &Runtime, uri: &Uri) -> ApiResult<NsPath> {
         Ok(decoded) => rt.path(decoded),
         Err(_) => {
             rt.note_path(&String::from_utf8_lossy(&bytes));
-            Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "path is not valid UTF-8",
-            ))
+            Err(ApiError::bad_request("path is not valid UTF-8"))
         }
     }
 }
@@ -97,10 +93,7 @@ pub async fn upload(
 
 /// `/files/` with no path names the namespace root, which is not a file.
 pub async fn root_path(_rt: Runtime) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "workspace/ is a directory; give a file path",
-    )
+    ApiError::bad_request("workspace/ is a directory; give a file path")
 }
 
 pub async fn download(State(state): State<AppState>, rt: Runtime, uri: Uri) -> ApiResult<Response> {
@@ -167,10 +160,9 @@ pub async fn list(
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
         Some(other) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("recursive must be true or false, not {other:?}"),
-            ));
+            return Err(ApiError::unprocessable(format!(
+                "recursive must be true or false, not {other:?}"
+            )));
         }
     };
     let listing = state

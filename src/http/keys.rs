@@ -6,11 +6,11 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::error::CREATED;
 use super::extract::{ApiJson, Auth, UrlParams};
 use super::{ApiResult, AppState};
-use crate::db::KeyRecord;
 use crate::ids::KeyId;
-use crate::services::auth::KeyRequest;
+use crate::services::auth::{KeyRecord, KeyRequest};
 
 fn key_json(k: &KeyRecord) -> Value {
     json!({
@@ -64,10 +64,7 @@ pub async fn create(
         admin: body.admin,
     };
     let (record, plaintext) = state.keys.mint(Some(&caller), &ws, req).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(key_with_secret(&record, plaintext)),
-    ))
+    Ok((CREATED, Json(key_with_secret(&record, plaintext))))
 }
 
 pub async fn list(

@@ -18,11 +18,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use serde_json::json;
 
-pub use error::{ApiError, ApiResult};
+pub use error::{ApiError, ApiResult, Problem};
 
 use crate::services::Services;
 
@@ -133,7 +132,7 @@ fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> axum::response:
         .or_else(|| payload.downcast_ref::<&str>().copied())
         .unwrap_or("(no message)");
     tracing::error!(panic = message, "a request handler panicked");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").into_response()
+    ApiError::internal().into_response()
 }
 
 /// The runtime routes (files, exec and snapshots): every call is audited, under the operation
@@ -198,9 +197,9 @@ async fn healthz() -> axum::Json<serde_json::Value> {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "Not Found")
+    ApiError::new(Problem::NotFound, "Not Found")
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+    ApiError::new(Problem::MethodNotAllowed, "Method Not Allowed")
 }

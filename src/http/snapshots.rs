@@ -11,11 +11,12 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::error::CREATED;
 use super::extract::{QueryParams, Runtime, UrlParams};
 use super::{ApiError, ApiResult, AppState};
-use crate::db::SnapshotRecord;
+use crate::services::snapshots::Snapshot;
 
-fn snapshot_json(s: &SnapshotRecord) -> Value {
+fn snapshot_json(s: &Snapshot) -> Value {
     json!({
         "snapshot_id": s.id.as_str(),
         "namespace": s.namespace.as_str(),
@@ -39,12 +40,12 @@ fn label_from(body: &Bytes) -> ApiResult<Option<String>> {
         return Ok(None);
     }
     let parsed: LabelBody = serde_json::from_slice(body).map_err(|e| {
-        let status = if e.is_data() {
-            StatusCode::UNPROCESSABLE_ENTITY
+        let detail = format!("invalid body: {e}");
+        if e.is_data() {
+            ApiError::unprocessable(detail)
         } else {
-            StatusCode::BAD_REQUEST
-        };
-        ApiError::new(status, format!("invalid body: {e}"))
+            ApiError::bad_request(detail)
+        }
     })?;
     Ok(parsed.label)
 }
@@ -56,7 +57,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let label = label_from(&body)?;
     let snap = state.snapshots.create(&rt.caller, &rt.ns, label).await?;
-    Ok((StatusCode::CREATED, Json(snapshot_json(&snap))))
+    Ok((CREATED, Json(snapshot_json(&snap))))
 }
 
 pub async fn list(State(state): State<AppState>, rt: Runtime) -> ApiResult<Json<Value>> {
@@ -120,5 +121,5 @@ pub async fn import(
         .snapshots
         .import(&rt.caller, &rt.ns, q.label, body.into_data_stream())
         .await?;
-    Ok((StatusCode::CREATED, Json(snapshot_json(&snap))))
+    Ok((CREATED, Json(snapshot_json(&snap))))
 }

@@ -11,14 +11,13 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use warren_storage::Namespace;
 
+use super::error::CREATED;
 use super::extract::{ApiJson, Auth, QueryParams, UrlParams};
 use super::{ApiResult, AppState};
-use crate::db::Webhook;
 use crate::envelope::envelope;
 use crate::ids::EventId;
-use crate::services::webhooks::NewWebhook;
+use crate::services::webhooks::{NewWebhook, Webhook};
 
 fn webhook_json(w: &Webhook) -> Value {
     json!({
@@ -62,7 +61,7 @@ pub async fn create(
     let hook = state.webhooks.create(&caller, &ws, req).await?;
     let mut v = webhook_json(&hook);
     v["signing_secret"] = Value::String(hook.secret.clone());
-    Ok((StatusCode::CREATED, Json(v)))
+    Ok((CREATED, Json(v)))
 }
 
 pub async fn list(
@@ -115,13 +114,8 @@ pub async fn stream(
     UrlParams(ws): UrlParams<String>,
     QueryParams(q): QueryParams<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let ns = q
-        .namespace
-        .filter(|n| !n.is_empty())
-        .map(|n| Namespace::parse(&n))
-        .transpose()
-        .map_err(crate::services::Error::from)?;
-    let events = state.events.live(&caller, &ws, ns).await?;
+    let ns = q.namespace.filter(|n| !n.is_empty());
+    let events = state.events.live(&caller, &ws, ns.as_deref()).await?;
     let connected = json!({ "type": "connected", "id": EventId::random().as_str() });
     let frames = events.map(|e| Ok(Event::default().data(envelope(&e).to_string())));
     let stream =

@@ -10,7 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{Caller, Error, Result};
-use crate::db::{AuditQuery, AuditRecord, MetaStore};
+use crate::db::MetaStore;
+pub use crate::db::{AuditPos, AuditQuery, AuditRecord};
 
 const CHANNEL: usize = 16_384;
 const BATCH: usize = 512;
@@ -120,7 +121,7 @@ impl Audit {
         caller: &Caller,
         ws: &str,
         mut q: AuditQuery,
-    ) -> Result<(Vec<AuditRecord>, Option<i64>)> {
+    ) -> Result<(Vec<AuditRecord>, Option<AuditPos>)> {
         self.prepare(caller, ws, &mut q).await?;
         let limit = q.limit as usize;
         // One more than asked, to know whether another page exists.

@@ -19,7 +19,8 @@ use warren_storage::{Namespace, WorkspaceId};
 use super::running::{RunGuard, Running};
 use super::{Error, Result, event};
 use crate::coord::{Change, Coordinator};
-use crate::db::{KeyRecord, MetaStore, NewKey, Scope};
+pub use crate::db::KeyRecord;
+use crate::db::{MetaStore, NewKey, Scope};
 use crate::event::Event;
 use crate::ids::{KeyId, Micros};
 

@@ -74,9 +74,11 @@ impl Events {
         &self,
         caller: &Caller,
         ws: &str,
-        namespace: Option<Namespace>,
+        namespace: Option<&str>,
     ) -> Result<BoxStream<'static, EventRecord>> {
         let ws = caller.require_admin(ws, "webhooks")?;
+        // Parsed only once the caller may stream at all: others learn nothing from a 400.
+        let namespace = namespace.map(Namespace::parse).transpose()?;
         let held = self.running.hold(self.meta.as_ref(), caller, None).await?;
         // Subscribed before the start position is read, so nothing committed in between is
         // missed.

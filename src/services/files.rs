@@ -14,7 +14,8 @@ use warren_storage::{BlobStore, BlobWriter, Namespace, NsPath};
 
 use super::{Caller, Error, Result, event};
 use crate::coord::Coordinator;
-use crate::db::{self, Entry, EntryKind, FileWrite, MetaStore};
+use crate::db::{self, FileWrite, MetaStore};
+pub use crate::db::{Entry, EntryKind};
 use crate::event::Event;
 use crate::ids::Micros;
 

@@ -18,6 +18,8 @@ use warren_storage::{Blob, BlobStore, Namespace, NsPath, SnapshotId, StageStep};
 use super::files::MAX_FILE_BYTES;
 use super::{Caller, Error, Result, event};
 use crate::coord::Coordinator;
+/// A snapshot as callers see it.
+pub use crate::db::SnapshotRecord as Snapshot;
 use crate::db::{EntryKind, FileWrite, MetaStore, SnapshotRecord, TreeOp};
 use crate::event::Event;
 use crate::ids::Micros;

@@ -25,7 +25,8 @@ use warren_storage::{Namespace, WorkspaceId};
 
 use super::{Caller, Error, Result, event};
 use crate::coord::{Coordinator, Duty};
-use crate::db::{AttemptResult, ClaimedDelivery, EventRecord, MetaStore, Webhook};
+pub use crate::db::Webhook;
+use crate::db::{AttemptResult, ClaimedDelivery, EventRecord, MetaStore};
 use crate::envelope::envelope;
 use crate::event::{Event, EventKind};
 use crate::ids::{EventId, Micros};

@@ -50,7 +50,7 @@ impl AuditLog for SqliteStore {
             .bind(&q.operation)
             .bind(q.from.map(|t| t.0))
             .bind(q.to.map(|t| t.0))
-            .bind(q.cursor)
+            .bind(q.cursor.map(AuditPos::raw))
             .bind(q.limit as i64)
             .fetch_all(&mut *self.reader.get().await?)
             .await?;
@@ -58,7 +58,7 @@ impl AuditLog for SqliteStore {
             .map(|row| {
                 let ws: String = row.try_get("workspace_id")?;
                 Ok(AuditRecord {
-                    seq: row.try_get("seq")?,
+                    seq: AuditPos::from_raw(row.try_get("seq")?),
                     workspace: WorkspaceId::parse(&ws)?,
                     key_id: row.try_get("key_id")?,
                     namespace: row.try_get("namespace")?,

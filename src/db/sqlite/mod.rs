@@ -27,9 +27,9 @@ mod webhooks;
 mod workspaces;
 
 use super::{
-    AttemptResult, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error, EventQuery,
-    EventRecord, FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NamespaceUsage, NewEvent,
-    NewKey, Result, Scope, SnapshotRecord, Swept, TreeOp, Webhook,
+    AttemptResult, AuditPos, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error,
+    EventQuery, EventRecord, FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NamespaceUsage,
+    NewEvent, NewKey, Result, Scope, SnapshotRecord, Swept, TreeOp, Webhook, subtree_range,
 };
 use super::{
     AuditLog, EventLog, KeyStore, NamespaceLifecycle, SnapshotCatalog, TreeStore, WebhookOutbox,
@@ -410,7 +410,7 @@ fn push_delete_subtree<'q>(
     p: &'q NsPath,
     inclusive: bool,
 ) {
-    let (lo, hi) = subtree_range(p);
+    let (lo, hi) = subtree_range(p.as_str());
     // Two statements, not one with `OR`: SQLite answers an `OR` of these by scanning the whole
     // namespace, which made a large sync-back quadratic; each alone is a primary-key search.
     if inclusive {
@@ -553,12 +553,6 @@ async fn flush_if_full<'q>(conn: &mut Conn, b: Batch<'q>) -> Result<Batch<'q>> {
     }
     conn.batch(b).await?;
     Ok(Batch::new().one_off())
-}
-
-/// Upper bound of the key range holding everything below directory `p`: paths under `p` start
-/// with `p/`, and `0` is the byte after `/`, so they all sort in `[p/, p0)`.
-fn subtree_range(p: &NsPath) -> (String, String) {
-    (format!("{}/", p.as_str()), format!("{}0", p.as_str()))
 }
 
 async fn record_result(

@@ -95,7 +95,7 @@ impl TreeStore for SqliteStore {
     ) -> Result<Option<Vec<NsPath>>> {
         let (ws, ns, path) = (lock.workspace(), lock.namespace(), lock.path());
         let mut b = Batch::new();
-        let (lo, hi) = subtree_range(path);
+        let (lo, hi) = subtree_range(path.as_str());
         // Two statements for the reason given in `push_delete_subtree`.
         b.push(
             "DELETE FROM files WHERE workspace_id = ? AND namespace = ? AND path = ?
