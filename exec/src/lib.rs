@@ -16,5 +16,5 @@ pub mod seccomp;
 pub mod workcopy;
 
 pub use overlay::{Change, Overlay, Scan, ScanLimits};
-pub use sandbox::{Limits, Outcome, RunResult, Sandbox, SandboxConfig};
+pub use sandbox::{Limits, Outcome, RunResult, Sandbox, SandboxConfig, Unavailable};
 pub use workcopy::{Node, WorkCopy};

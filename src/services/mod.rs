@@ -127,7 +127,7 @@ pub struct ServiceSettings<'a> {
     pub default_workspace: WorkspaceId,
     pub webhooks: webhooks::WebhookSettings,
     /// The host's sandbox, or why there is none (exec then answers 503).
-    pub sandbox: std::result::Result<warren_exec::Sandbox, String>,
+    pub sandbox: std::result::Result<warren_exec::Sandbox, warren_exec::Unavailable>,
     pub exec: &'a exec::ExecSettings,
     pub snapshot_retention: std::time::Duration,
 }
