@@ -1066,6 +1066,13 @@ async fn event_queries_filter_and_page(store: Arc<dyn MetaStore>) {
 /// (`events_after`) or by time (`since`) sees every event exactly once, in log order.
 async fn pollers_see_every_event_once_while_others_append(store: Arc<dyn MetaStore>) {
     setup(&*store).await;
+    poll_while_appending(&[store]).await;
+}
+
+/// Writers append through every handle in turn; a position poller reads through the first,
+/// a time poller through the last. Each must see the whole log once, in log order.
+async fn poll_while_appending(handles: &[Arc<dyn MetaStore>]) {
+    let store = Arc::clone(&handles[0]);
     const WRITERS: usize = 4;
     const EACH: usize = 40;
     let total = WRITERS * EACH;
@@ -1085,7 +1092,7 @@ async fn pollers_see_every_event_once_while_others_append(store: Arc<dyn MetaSto
         })
     };
     let by_time = {
-        let store = Arc::clone(&store);
+        let store = Arc::clone(handles.last().unwrap());
         tokio::spawn(async move {
             let (mut seen, mut since) = (Vec::new(), None);
             while seen.len() < total {
@@ -1108,7 +1115,7 @@ async fn pollers_see_every_event_once_while_others_append(store: Arc<dyn MetaSto
     };
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let store = Arc::clone(&store);
+            let store = Arc::clone(&handles[w % handles.len()]);
             tokio::spawn(async move {
                 for i in 0..EACH {
                     write(&*store, &format!("w{w}"), &format!("f{i}"), "file.written").await;
@@ -1425,6 +1432,13 @@ async fn delivery_leases_fence_stale_workers(store: Arc<dyn MetaStore>) {
 /// exactly once.
 async fn concurrent_claimers_share_the_outbox(store: Arc<dyn MetaStore>) {
     setup(&*store).await;
+    claim_concurrently(&[store]).await;
+}
+
+/// Three workers, spread over the handles, drain an outbox of 40 deliveries: each is claimed
+/// and finished exactly once.
+async fn claim_concurrently(handles: &[Arc<dyn MetaStore>]) {
+    let store = Arc::clone(&handles[0]);
     for h in 0..4 {
         store
             .insert_webhook(
@@ -1438,8 +1452,8 @@ async fn concurrent_claimers_share_the_outbox(store: Arc<dyn MetaStore>) {
         write(&*store, "a", &format!("f{i}"), "file.written").await;
     }
     let workers: Vec<_> = (0..3)
-        .map(|_| {
-            let store = Arc::clone(&store);
+        .map(|i| {
+            let store = Arc::clone(&handles[i % handles.len()]);
             tokio::spawn(async move {
                 let mut done = Vec::new();
                 for _ in 0..200 {
@@ -1641,6 +1655,64 @@ async fn close_lets_pending_writes_finish(store: Arc<dyn MetaStore>) {
     store.close().await;
 }
 
+// --- two handles on one database (two nodes) ---
+
+async fn two_handles_poll_every_event_once(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    setup(&*a).await;
+    poll_while_appending(&[a, b]).await;
+}
+
+async fn two_handles_never_share_a_claim(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    setup(&*a).await;
+    claim_concurrently(&[a, b]).await;
+}
+
+/// A worker on one node whose lease ran out cannot record over the worker on another node
+/// that claimed the delivery since.
+async fn a_stale_lease_cannot_finish_on_any_handle(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    setup(&*a).await;
+    a.insert_webhook(
+        &hook("wh", &["file.written"], None),
+        &ev("webhook.created", None),
+    )
+    .await
+    .unwrap();
+    write(&*a, "x", "f", "file.written").await;
+    let stale = a
+        .claim_deliveries(Duration::from_millis(1), 10, 1)
+        .await
+        .unwrap();
+    assert_eq!(stale.len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let fresh = b
+        .claim_deliveries(Duration::from_secs(600), 10, 1)
+        .await
+        .unwrap();
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0].id, stale[0].id);
+    for handle in [&a, &b] {
+        assert!(
+            !handle
+                .finish_delivery(stale[0].id, &stale[0].lease, &attempt(false, None))
+                .await
+                .unwrap(),
+            "a stale lease cannot finish it"
+        );
+    }
+    assert!(
+        a.claim_deliveries(Duration::from_secs(600), 10, 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased by the other handle"
+    );
+    assert!(
+        b.finish_delivery(fresh[0].id, &fresh[0].lease, &attempt(true, None))
+            .await
+            .unwrap()
+    );
+}
+
 /// A store, and whatever must live as long as it (a temporary directory).
 type Fixture = (Arc<dyn MetaStore>, Option<tempfile::TempDir>);
 
@@ -1652,6 +1724,14 @@ async fn sqlite_file() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("meta.db").display());
     (warren::db::open(&url).await.unwrap(), Some(dir))
+}
+
+#[cfg(feature = "pg-tests")]
+async fn postgres() -> Fixture {
+    (
+        warren::db::open(&pg::fresh_database().await).await.unwrap(),
+        None,
+    )
 }
 
 macro_rules! stores {
@@ -1694,4 +1774,195 @@ macro_rules! stores {
     };
 }
 
+#[cfg(not(feature = "pg-tests"))]
 stores!(sqlite_memory, sqlite_file);
+#[cfg(feature = "pg-tests")]
+stores!(sqlite_memory, sqlite_file, postgres);
+
+/// Two handles on one database, and whatever must live as long as they.
+type Pair = (
+    Arc<dyn MetaStore>,
+    Arc<dyn MetaStore>,
+    Option<tempfile::TempDir>,
+);
+
+/// Two stores opened on one SQLite file, as the server and `warren admin reindex` would.
+async fn sqlite_pair() -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("meta.db").display());
+    let a = warren::db::open(&url).await.unwrap();
+    let b = warren::db::open(&url).await.unwrap();
+    (a, b, Some(dir))
+}
+
+/// Two stores opened independently on one PostgreSQL database: two nodes.
+#[cfg(feature = "pg-tests")]
+async fn postgres_pair() -> Pair {
+    let url = pg::fresh_database().await;
+    let a = warren::db::open(&url).await.unwrap();
+    let b = warren::db::open(&url).await.unwrap();
+    (a, b, None)
+}
+
+macro_rules! pairs {
+    ($($pair:ident),*) => {
+        $(mod $pair {
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $name() {
+                        let (a, b, _dir) = super::$pair().await;
+                        super::$name(a, b).await
+                    }
+                };
+            }
+            case!(two_handles_poll_every_event_once);
+            case!(two_handles_never_share_a_claim);
+            case!(a_stale_lease_cannot_finish_on_any_handle);
+        })*
+    };
+}
+
+#[cfg(not(feature = "pg-tests"))]
+pairs!(sqlite_pair);
+#[cfg(feature = "pg-tests")]
+pairs!(sqlite_pair, postgres_pair);
+
+/// What only PostgreSQL can show: its many writers, held open by hand.
+#[cfg(feature = "pg-tests")]
+mod pg {
+    use super::*;
+    use sqlx::{Connection, Executor, PgConnection};
+
+    /// A new, empty database on the server at `WARREN_TEST_PG_URL` (left for the throwaway
+    /// server to take with it).
+    pub async fn fresh_database() -> String {
+        let url = std::env::var("WARREN_TEST_PG_URL")
+            .expect("pg-tests needs WARREN_TEST_PG_URL (scripts/test starts a server)");
+        let mut bytes = [0u8; 8];
+        rand::fill(&mut bytes);
+        let name = format!("t_{}", hex::encode(bytes));
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let base = url.rsplit_once('/').expect("a database URL").0;
+        format!("{base}/{name}")
+    }
+
+    /// The sequence-gap problem: an appender that took its position but has not committed,
+    /// and a later one that would commit first. The later one waits; a poller sees neither
+    /// until the earlier commits, then both, in position and time order, each once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_commit_is_neither_skipped_nor_overtaken() {
+        let url = fresh_database().await;
+        let store = warren::db::open(&url).await.unwrap();
+        setup(&*store).await;
+        write(&*store, "a", "first", "file.written").await;
+        let first = store.recent_events(&ws(), 1).await.unwrap().remove(0);
+
+        // An appending transaction, as the store makes them, held open here.
+        let mut held = PgConnection::connect(&url).await.unwrap();
+        held.execute("BEGIN").await.unwrap();
+        let (pos, at): (i64, i64) = sqlx::query_as(
+            "UPDATE event_heads SET pos = pos + 1, at = GREATEST(at + 1, warren_now())
+             WHERE workspace_id = $1 RETURNING pos, at",
+        )
+        .bind(ws().as_str())
+        .fetch_one(&mut held)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO events (id, type, workspace_id, namespace, pos, created_at, data)
+             VALUES ('evt-held', 'file.written', $1, 'a', $2, $3, '{}')",
+        )
+        .bind(ws().as_str())
+        .bind(pos)
+        .bind(at)
+        .execute(&mut held)
+        .await
+        .unwrap();
+
+        let later = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { write(&*store, "b", "later", "file.written").await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !later.is_finished(),
+            "the later append waits for the held one"
+        );
+        let by_position = store
+            .events_after(&ws(), None, first.seq, 10)
+            .await
+            .unwrap();
+        let by_time = store
+            .query_events(&EventQuery {
+                since: Some(first.created_at),
+                ..query(10)
+            })
+            .await
+            .unwrap();
+        assert!(
+            by_position.is_empty() && by_time.is_empty(),
+            "nothing is visible yet"
+        );
+
+        held.execute("COMMIT").await.unwrap();
+        later.await.unwrap();
+        let by_position = store
+            .events_after(&ws(), None, first.seq, 10)
+            .await
+            .unwrap();
+        let mut by_time = store
+            .query_events(&EventQuery {
+                since: Some(first.created_at),
+                ..query(10)
+            })
+            .await
+            .unwrap();
+        by_time.reverse();
+        for seen in [&by_position, &by_time] {
+            assert_eq!(seen.len(), 2);
+            assert_eq!(seen[0].id.as_str(), "evt-held");
+            assert!(seen[0].seq < seen[1].seq);
+            assert!(seen[0].created_at < seen[1].created_at);
+        }
+        assert_eq!(ids(&by_position), ids(&by_time));
+    }
+
+    /// Servers starting together on an empty database all come up, with one default workspace.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn stores_opening_a_new_database_together_agree_on_one_default() {
+        let url = fresh_database().await;
+        let opened = futures::future::join_all((0..4).map(|i| {
+            let url = url.clone();
+            async move {
+                let store = warren::db::open(&url).await.unwrap();
+                let candidate = WorkspaceId::parse(&format!("ws-000000000000000{i}")).unwrap();
+                store
+                    .ensure_default_workspace(&candidate, "default", Micros::now())
+                    .await
+                    .unwrap()
+            }
+        }))
+        .await;
+        let created = opened.iter().filter(|(_, created)| *created).count();
+        assert_eq!(created, 1, "{opened:?}");
+        assert!(opened.iter().all(|(ws, _)| *ws == opened[0].0));
+    }
+
+    /// Path order is bytewise whatever the database's collation (the test server's is ICU,
+    /// under which `B` sorts between `a` and `c`).
+    #[tokio::test]
+    async fn the_test_server_would_catch_a_collation_slip() {
+        let url = std::env::var("WARREN_TEST_PG_URL").unwrap();
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let natural: bool = sqlx::query_scalar("SELECT 'B' > 'a'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert!(natural, "the test server's default collation must not be C");
+    }
+}

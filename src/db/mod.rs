@@ -3,10 +3,12 @@
 //! [`MetaStore`] is the interface the services use, made of one narrow trait per kind of record
 //! ([`KeyStore`], [`TreeStore`], [`EventLog`], …). Each method is one transaction, so a state
 //! change and the event that records it are committed together or not at all. [`open`] picks
-//! the backend from the database URL; nothing outside this module names one. SQLite is the
-//! implementation today (`sqlite/`); a second backend is a second implementation of the same
-//! traits run through the same suite (`tests/meta_store.rs`).
+//! the backend from the database URL; nothing outside this module names one. SQLite
+//! (`sqlite/`) is the embedded default; PostgreSQL (`postgres/`) is for several servers on one
+//! database. Both implement the same traits and run through the same suite
+//! (`tests/meta_store.rs`).
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -36,7 +38,7 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
-    #[error("unsupported database URL {0:?}: expected sqlite://path")]
+    #[error("unsupported database URL {0:?}: expected sqlite://path or postgres://…")]
     UnsupportedUrl(String),
 }
 
@@ -67,11 +69,13 @@ fn is_busy(code: Option<&str>) -> bool {
     code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
 }
 
-/// Opens the metadata store at `url` (`sqlite://path`, `sqlite::memory:`), applying pending
-/// migrations.
+/// Opens the metadata store at `url` (`sqlite://path`, `sqlite::memory:`,
+/// `postgres://user[:password]@host[:port]/database`), applying pending migrations.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn MetaStore>> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(postgres::PgStore::open(url).await?))
     } else {
         Err(Error::UnsupportedUrl(url.to_owned()))
     }

@@ -3,6 +3,7 @@ port, an admin client, and per-test namespaces with their own keys."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import signal
@@ -36,11 +37,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def pg_database_for(data_dir: Path) -> str:
+    """With WARREN_TEST_PG_URL set, the PostgreSQL database that belongs to `data_dir` (made on
+    first use, so a server restarted on the same directory finds its data again)."""
+    server = os.environ["WARREN_TEST_PG_URL"]
+    name = "c_" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    exists = subprocess.run(
+        ["psql", server, "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    if not exists:
+        subprocess.run(["psql", server, "-qc", f"CREATE DATABASE {name}"], check=True)
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
 def start_warren(data_dir: Path, extra_env: dict | None = None) -> Warren:
     binary = os.environ.get("WARREN_BIN", str(REPO / "target" / "debug" / "warren"))
     port = _free_port()
+    database = {}
+    if os.environ.get("WARREN_TEST_PG_URL"):
+        database["WARREN_DATABASE"] = pg_database_for(data_dir)
     env = {
         **os.environ,
+        **database,
         "WARREN_ADMIN_KEY": ADMIN_KEY,
         "WARREN_LISTEN": f"127.0.0.1:{port}",
         "WARREN_DATA_DIR": str(data_dir),

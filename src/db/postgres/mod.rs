@@ -1,0 +1,425 @@
+//! [`MetaStore`] on PostgreSQL: for deployments that outgrow one machine, where several Warren
+//! processes share one database.
+//!
+//! Unlike SQLite there are many writers, so nothing here relies on one: every transaction
+//! makes its own checks under row locks, times come from the database's clock
+//! (`warren_now()`), event positions from a per-workspace head row (see
+//! `migrations/postgres/0001_init.sql`), and delivery claims lock with `SKIP LOCKED`.
+//! Statements are fixed text (arrays rather than variable `IN` lists), so sqlx's per-connection
+//! cache prepares each once.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
+
+mod audit;
+mod events;
+mod keys;
+mod namespaces;
+mod snapshots;
+mod tree;
+mod webhooks;
+mod workspaces;
+
+use super::{
+    AttemptResult, AuditPos, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error,
+    EventQuery, EventRecord, FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NamespaceUsage,
+    NewEvent, NewKey, Result, Scope, SnapshotRecord, Swept, TreeOp, Webhook, subtree_range,
+};
+use super::{
+    AuditLog, EventLog, KeyStore, NamespaceLifecycle, SnapshotCatalog, TreeStore, WebhookOutbox,
+    Workspaces,
+};
+use crate::coord::{DeleteLock, NamespaceLock, WriteLock};
+use crate::ids::{EventId, KeyId, Micros};
+
+/// Connections per store. Each request holds one for a transaction's few round trips.
+const POOL_SIZE: u32 = 16;
+/// How long a request waits for a connection before it is answered 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Tx = Transaction<'static, Postgres>;
+
+pub struct PgStore {
+    pool: PgPool,
+    /// Bumped after this process commits events; pollers of the log wait on it (events other
+    /// processes commit reach them by polling).
+    appended: tokio::sync::watch::Sender<u64>,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://…`) and applies pending migrations
+    /// (sqlx holds an advisory lock while it does, so servers starting together take turns).
+    pub async fn open(url: &str) -> Result<Self> {
+        let opts: PgConnectOptions = url.parse()?;
+        // One connection first, for its own error (refused, unknown host, bad password): the
+        // pool would only report that it timed out.
+        sqlx::Connection::close(
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts).await?,
+        )
+        .await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // The ping before each checkout is a round trip on every request; a broken
+            // connection fails its first statement instead, and the pool replaces it.
+            .test_before_acquire(false)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(Self {
+            pool,
+            appended: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    async fn begin(&self) -> Result<Tx> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Commits a transaction that appended events, and wakes this process's log pollers.
+    async fn commit_events(&self, tx: Tx) -> Result<()> {
+        tx.commit().await?;
+        self.appended.send_modify(|n| *n += 1);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MetaStore for PgStore {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Appends `events` (in order) and queues their webhook deliveries, one statement per
+/// workspace among them. The head row moves by the number of events, so the positions and
+/// times are consecutive and strictly increasing, and it stays locked until the transaction
+/// ends (see `event_heads`).
+async fn append_events(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
+    let mut rest = events;
+    while let Some(first) = rest.first() {
+        let n = rest
+            .iter()
+            .take_while(|e| e.workspace == first.workspace)
+            .count();
+        let (group, tail) = rest.split_at(n);
+        rest = tail;
+        sqlx::query(
+            "WITH head AS (
+               INSERT INTO event_heads AS h (workspace_id, pos, at)
+               VALUES ($1, $2, warren_now() + $2 - 1)
+               ON CONFLICT (workspace_id) DO UPDATE
+                 SET pos = h.pos + $2, at = GREATEST(h.at + $2, warren_now() + $2 - 1)
+               RETURNING pos, at
+             ), appended AS (
+               INSERT INTO events (id, type, workspace_id, namespace, key_id, pos, created_at, data)
+               SELECT e.id, e.type, $1, e.namespace, e.key_id,
+                      head.pos - $2 + e.n, head.at - $2 + e.n, e.data::jsonb
+               FROM head, unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+                 WITH ORDINALITY AS e (id, type, namespace, key_id, data, n)
+               RETURNING seq, type, namespace
+             )
+             INSERT INTO deliveries (webhook_id, event_seq, state, next_attempt_at, updated_at)
+             SELECT w.id, a.seq, 'pending', warren_now(), warren_now()
+             FROM appended a JOIN webhooks w ON w.workspace_id = $1
+             WHERE w.enabled AND w.deleted_at IS NULL
+               AND (w.namespace IS NULL OR w.namespace = a.namespace)
+               AND ('*' = ANY (w.events) OR a.type = ANY (w.events))",
+        )
+        .bind(first.workspace.as_str())
+        .bind(n as i64)
+        .bind(group.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+        .bind(group.iter().map(|e| e.kind).collect::<Vec<_>>())
+        .bind(
+            group
+                .iter()
+                .map(|e| e.namespace.as_ref().map(|n| n.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            group
+                .iter()
+                .map(|e| e.key_id.as_ref().map(|k| k.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(group.iter().map(|e| e.data.as_str()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The database's clock, for the times the store records.
+async fn db_now(tx: &mut Tx) -> Result<Micros> {
+    Ok(Micros(
+        sqlx::query_scalar("SELECT warren_now()")
+            .fetch_one(&mut **tx)
+            .await?,
+    ))
+}
+
+/// Bumps (creating if needed) the namespace row, locking it until the transaction ends;
+/// returns the new generation, or `NamespaceDeleted` when the namespace is deleted or purging.
+async fn bump_generation(tx: &mut Tx, ws: &WorkspaceId, ns: &Namespace) -> Result<i64> {
+    // A purged namespace starts afresh.
+    let g: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO namespaces AS n (workspace_id, name, generation, created_at)
+         VALUES ($1, $2, 1, warren_now())
+         ON CONFLICT (workspace_id, name) DO UPDATE SET
+           generation = n.generation + 1, state = 'active', deleted_at = NULL, purged_at = NULL
+         WHERE n.state IN ('active', 'purged')
+         RETURNING generation",
+    )
+    .bind(ws.as_str())
+    .bind(ns.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    g.ok_or_else(|| Error::NamespaceDeleted(ns.to_string()))
+}
+
+/// What exists at `path` and its ancestors, as `(path, kind)`.
+async fn existing_kinds(
+    conn: &mut sqlx::PgConnection,
+    ws: &WorkspaceId,
+    ns: &Namespace,
+    path: &NsPath,
+) -> Result<Vec<(String, String)>> {
+    let mut wanted: Vec<String> = path
+        .ancestors()
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect();
+    wanted.push(path.as_str().to_owned());
+    Ok(sqlx::query_as(
+        "SELECT path, kind FROM files WHERE workspace_id = $1 AND namespace = $2
+           AND path = ANY ($3::text[])",
+    )
+    .bind(ws.as_str())
+    .bind(ns.as_str())
+    .bind(wanted)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Inserts the directories `dirs` where nothing is at their paths yet.
+async fn insert_dirs(
+    tx: &mut Tx,
+    ws: &WorkspaceId,
+    ns: &Namespace,
+    dirs: &[NsPath],
+    mtime: Micros,
+    generation: i64,
+) -> Result<()> {
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let paths: Vec<&str> = dirs.iter().map(NsPath::as_str).collect();
+    let parents: Vec<String> = dirs.iter().map(parent_of).collect();
+    let names: Vec<&str> = dirs.iter().map(NsPath::name).collect();
+    sqlx::query(
+        "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size, mode, mtime,
+           generation)
+         SELECT $1, $2, d.path, d.parent, d.name, 'dir', 0, 493, $6, $7
+         FROM unnest($3::text[], $4::text[], $5::text[]) AS d (path, parent, name)
+         ON CONFLICT (workspace_id, namespace, path) DO NOTHING",
+    )
+    .bind(ws.as_str())
+    .bind(ns.as_str())
+    .bind(paths)
+    .bind(parents)
+    .bind(names)
+    .bind(mtime.0)
+    .bind(generation)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Records `files` (replacing what is at their paths; nothing below them is touched).
+async fn upsert_files(
+    tx: &mut Tx,
+    ws: &WorkspaceId,
+    ns: &Namespace,
+    files: &[&FileWrite],
+    generation: i64,
+) -> Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO files (workspace_id, namespace, path, parent, name, kind, size, mode, mtime,
+           sha256, generation)
+         SELECT $1, $2, f.path, f.parent, f.name, 'file', f.size, f.mode, f.mtime, f.sha256, $10
+         FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
+                     $8::bigint[], $9::text[]) AS f (path, parent, name, size, mode, mtime, sha256)
+         ON CONFLICT (workspace_id, namespace, path) DO UPDATE SET
+           kind = 'file', size = excluded.size, mode = excluded.mode, mtime = excluded.mtime,
+           sha256 = excluded.sha256, target = NULL, generation = excluded.generation",
+    )
+    .bind(ws.as_str())
+    .bind(ns.as_str())
+    .bind(files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>())
+    .bind(files.iter().map(|f| parent_of(&f.path)).collect::<Vec<_>>())
+    .bind(files.iter().map(|f| f.path.name()).collect::<Vec<_>>())
+    .bind(files.iter().map(|f| f.size as i64).collect::<Vec<_>>())
+    .bind(files.iter().map(|f| i64::from(f.mode)).collect::<Vec<_>>())
+    .bind(files.iter().map(|f| f.mtime.0).collect::<Vec<_>>())
+    .bind(files.iter().map(|f| f.sha256.as_str()).collect::<Vec<_>>())
+    .bind(generation)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Deletes everything below `p`, and `p` itself when `inclusive`; returns the deleted rows'
+/// `(path, kind)`.
+async fn delete_subtree(
+    tx: &mut Tx,
+    ws: &WorkspaceId,
+    ns: &Namespace,
+    p: &NsPath,
+    inclusive: bool,
+) -> Result<Vec<(String, String)>> {
+    let (lo, hi) = subtree_range(p.as_str());
+    Ok(sqlx::query_as(
+        "DELETE FROM files WHERE workspace_id = $1 AND namespace = $2
+           AND ((path >= $3 AND path < $4) OR ($5 AND path = $6))
+         RETURNING path, kind",
+    )
+    .bind(ws.as_str())
+    .bind(ns.as_str())
+    .bind(lo)
+    .bind(hi)
+    .bind(inclusive)
+    .bind(p.as_str())
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+fn parent_of(p: &NsPath) -> String {
+    p.parent().unwrap_or_else(NsPath::root).as_str().to_owned()
+}
+
+fn writable(path: &NsPath, existing: &[(String, String)]) -> Result<()> {
+    for (p, kind) in existing {
+        if p == path.as_str() {
+            if kind == "dir" {
+                return Err(Error::Conflict(format!("{} is a directory", path.wire())));
+            }
+        } else if kind != "dir" {
+            let p = NsPath::parse(p)?;
+            return Err(Error::Conflict(format!("{} is not a directory", p.wire())));
+        }
+    }
+    Ok(())
+}
+
+fn key_from_row(row: &PgRow) -> Result<KeyRecord> {
+    let ns: Option<String> = row.try_get("namespace")?;
+    Ok(KeyRecord {
+        id: KeyId::from_string(row.try_get("id")?),
+        workspace: WorkspaceId::parse(row.try_get("workspace_id")?)?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        scope: Scope::parse(row.try_get::<&str, _>("scope")?)?,
+        namespace: ns.map(|n| Namespace::parse(&n)).transpose()?,
+        created_at: Micros(row.try_get("created_at")?),
+        last_used_at: row.try_get::<Option<i64>, _>("last_used_at")?.map(Micros),
+        bootstrap: row.try_get("bootstrap")?,
+    })
+}
+
+fn entry_from_row(row: &PgRow) -> Result<Entry> {
+    let path: String = row.try_get("path")?;
+    Ok(Entry {
+        path: NsPath::parse(&path).map_err(|e| Error::Corrupt(format!("{path:?}: {e}")))?,
+        kind: EntryKind::parse(row.try_get::<&str, _>("kind")?)?,
+        size: row.try_get::<i64, _>("size")? as u64,
+        mode: row.try_get::<i64, _>("mode")? as u32,
+        mtime: Micros(row.try_get("mtime")?),
+        sha256: row.try_get("sha256")?,
+        target: row.try_get("target")?,
+    })
+}
+
+fn snapshot_from_row(row: &PgRow) -> Result<SnapshotRecord> {
+    Ok(SnapshotRecord {
+        id: SnapshotId::parse(row.try_get("id")?)?,
+        workspace: WorkspaceId::parse(row.try_get("workspace_id")?)?,
+        namespace: Namespace::parse(row.try_get("namespace")?)?,
+        label: row.try_get("label")?,
+        size_bytes: row.try_get::<i64, _>("size_bytes")? as u64,
+        file_count: row.try_get::<i64, _>("file_count")? as u64,
+        key_id: row.try_get("key_id")?,
+        created_at: Micros(row.try_get("created_at")?),
+        expires_at: Micros(row.try_get("expires_at")?),
+    })
+}
+
+fn webhook_from_row(row: &PgRow) -> Result<Webhook> {
+    let ns: Option<String> = row.try_get("namespace")?;
+    Ok(Webhook {
+        id: row.try_get("id")?,
+        workspace: WorkspaceId::parse(row.try_get("workspace_id")?)?,
+        url: row.try_get("url")?,
+        events: row.try_get("events")?,
+        namespace: ns.map(|n| Namespace::parse(&n)).transpose()?,
+        description: row.try_get("description")?,
+        secret: row.try_get("secret")?,
+        enabled: row.try_get("enabled")?,
+        created_at: Micros(row.try_get("created_at")?),
+        last_delivery_at: row
+            .try_get::<Option<i64>, _>("last_delivery_at")?
+            .map(Micros),
+        last_delivery_ok: row.try_get("last_delivery_ok")?,
+        last_delivery_status: row
+            .try_get::<Option<i32>, _>("last_delivery_status")?
+            .map(|v| v as u16),
+    })
+}
+
+fn event_from_row(row: &PgRow) -> Result<EventRecord> {
+    Ok(EventRecord {
+        seq: LogPos::from_raw(row.try_get("pos")?),
+        id: EventId::from_string(row.try_get("id")?),
+        kind: row.try_get("type")?,
+        workspace: WorkspaceId::parse(row.try_get("workspace_id")?)?,
+        namespace: row.try_get("namespace")?,
+        key_id: row.try_get("key_id")?,
+        created_at: Micros(row.try_get("created_at")?),
+        data: row.try_get("data")?,
+    })
+}
+
+fn hash32(hash: Vec<u8>) -> Result<[u8; 32]> {
+    hash.try_into()
+        .map_err(|_| Error::Corrupt("key hash is not 32 bytes".into()))
+}
+
+const KEY_COLUMNS: &str =
+    "id, workspace_id, name, prefix, scope, namespace, created_at, last_used_at, bootstrap";
+const ENTRY_COLUMNS: &str = "path, kind, size, mode, mtime, sha256, target";
+/// `data` as text: it goes back out as the JSON the event was appended with.
+const EVENT_COLUMNS: &str =
+    "pos, id, type, workspace_id, namespace, key_id, created_at, data::text AS data";
+const WEBHOOK_COLUMNS: &str = "id, workspace_id, url, events, namespace, description, secret, \
+     enabled, created_at, last_delivery_at, last_delivery_ok, last_delivery_status";
+
+async fn record_result(tx: &mut Tx, webhook_id: &str, r: &AttemptResult) -> Result<()> {
+    sqlx::query(
+        "UPDATE webhooks SET last_delivery_at = $1, last_delivery_ok = $2,
+           last_delivery_status = $3
+         WHERE id = $4",
+    )
+    .bind(r.at.0)
+    .bind(r.ok)
+    .bind(r.status.map(i32::from))
+    .bind(webhook_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
