@@ -37,6 +37,22 @@ pub enum AdminCommand {
     /// Rebuild a namespace's file index from the objects in storage, for data restored straight
     /// into the bucket. Run it while nothing writes to that namespace.
     Reindex(ReindexArgs),
+    /// Copy every metadata table from a SQLite database to an empty PostgreSQL one, and check
+    /// the row counts; objects stay where they are. Run it while no server uses either.
+    MigrateDb(MigrateDbArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MigrateDbArgs {
+    /// The SQLite database to copy (`sqlite://<data-dir>/warren.db`).
+    #[arg(long)]
+    pub from: String,
+    /// The PostgreSQL database to copy into (`postgres://…`); it must hold no Warren rows.
+    #[arg(long)]
+    pub to: String,
+    /// Empty a target that holds rows instead of refusing it.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(Args, Debug, Clone)]

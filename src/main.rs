@@ -1,7 +1,7 @@
 //! The `warren` binary: parses the command line and runs the server.
 
 use clap::Parser;
-use warren::config::{AdminCommand, Cli, Command, Config, ReindexArgs};
+use warren::config::{AdminCommand, Cli, Command, Config, MigrateDbArgs, ReindexArgs};
 use warren::server::{Server, shutdown_signal};
 
 #[tokio::main]
@@ -16,6 +16,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Admin(AdminCommand::Reindex(args)) => reindex(args).await,
+        Command::Admin(AdminCommand::MigrateDb(args)) => migrate_db(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -79,4 +80,29 @@ async fn reindex(args: ReindexArgs) -> Result<(), warren::server::BoxError> {
         println!("  skipped {s}");
     }
     Ok(())
+}
+
+async fn migrate_db(args: MigrateDbArgs) -> Result<(), warren::server::BoxError> {
+    let copied =
+        warren::db::transfer::sqlite_to_postgres(&args.from, &args.to, args.replace).await?;
+    println!("copied {} to {}:", args.from, redact(&args.to));
+    for c in &copied {
+        println!(
+            "  {:<12} {:>10} rows (source {})",
+            c.table, c.target, c.source
+        );
+    }
+    Ok(())
+}
+
+/// A database URL without its password, for printing.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user_info = &url[s + 3..at];
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{}{user}{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }

@@ -824,6 +824,8 @@ async fn admin_reindex_rebuilds_the_index_from_storage() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
         .args(["admin", "reindex", "--namespace", "alice", "--data-dir"])
         .arg(srv.dir.path())
+        .arg("--database")
+        .arg(support::database_url(srv.dir.path()))
         .env_remove("WARREN_DATABASE")
         .env_remove("WARREN_STORAGE")
         .output()

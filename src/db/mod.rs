@@ -10,6 +10,7 @@
 
 mod postgres;
 mod sqlite;
+pub mod transfer;
 
 use async_trait::async_trait;
 use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};

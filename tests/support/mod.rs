@@ -36,7 +36,7 @@ pub fn config(dir: &Path) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_owned(),
-        database_url: format!("sqlite://{}", dir.join("warren.db").display()),
+        database_url: database_url(dir),
         storage_url: format!("file://{}", dir.join("objects").display()),
         admin_key: Some(ADMIN_KEY.to_owned()),
         secret: Some(SECRET.to_owned()),
@@ -53,6 +53,50 @@ pub fn config(dir: &Path) -> Config {
         exec: ExecSettings::with_dir(dir.join("exec")),
         http: Default::default(),
     }
+}
+
+/// The metadata database of a server on `dir`: SQLite inside it or, when `WARREN_TEST_PG_URL`
+/// names a PostgreSQL server, a database of its own there (made on first use, so a server
+/// restarted on the same directory finds its data again).
+pub fn database_url(dir: &Path) -> String {
+    let Ok(server) = std::env::var("WARREN_TEST_PG_URL") else {
+        return format!("sqlite://{}", dir.join("warren.db").display());
+    };
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    let name = format!("h_{:016x}", h.finish());
+    let url = format!(
+        "{}/{name}",
+        server.rsplit_once('/').expect("a database URL").0
+    );
+    // On a thread of its own: callers may be inside a runtime that must not block.
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                use sqlx::{Connection, Executor};
+                let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+                let exists: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+                )
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+                if !exists {
+                    admin
+                        .execute(format!("CREATE DATABASE {name}").as_str())
+                        .await
+                        .unwrap();
+                }
+            })
+    })
+    .join()
+    .unwrap();
+    url
 }
 
 impl TestServer {

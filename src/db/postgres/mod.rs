@@ -76,6 +76,11 @@ impl PgStore {
         })
     }
 
+    /// For the copy from SQLite (`db::transfer`).
+    pub(in crate::db) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     async fn begin(&self) -> Result<Tx> {
         Ok(self.pool.begin().await?)
     }
