@@ -1,7 +1,9 @@
 //! File API benchmark: 4 KiB writes and reads over HTTP against a real server on a loopback
 //! port, beside the same operations done directly through `object_store` on the same backend in
 //! the same run. Prints p50/p99 latency and throughput at 1 and 16 concurrent clients, and the
-//! HTTP/direct ratio. Run with `scripts/bench`.
+//! HTTP/direct ratio. On PostgreSQL (`WARREN_BENCH_DATABASE`) it also counts the statements
+//! each operation sends (`pg_stat_statements`, BEGIN and COMMIT included): its round trips.
+//! Run with `scripts/bench`.
 
 mod common;
 
@@ -122,10 +124,45 @@ fn us(d: Duration) -> String {
     format!("{:.0}µs", d.as_secs_f64() * 1e6)
 }
 
+/// Counts the statements sent to the benchmark's PostgreSQL database.
+struct Statements(sqlx::PgConnection);
+
+impl Statements {
+    async fn open(url: &str) -> Option<Self> {
+        if !url.starts_with("postgres") {
+            return None;
+        }
+        use sqlx::{Connection, Executor};
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await
+            .expect("scripts/pg preloads pg_stat_statements");
+        Some(Self(conn))
+    }
+
+    async fn total(&mut self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT COALESCE(sum(s.calls), 0)::bigint FROM pg_stat_statements s
+             JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()",
+        )
+        .fetch_one(&mut self.0)
+        .await
+        .unwrap()
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let bench = common::start(dir.path()).await;
+    let database = common::database_url(dir.path());
+    let index = if database.starts_with("postgres") {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let mut statements = Statements::open(&database).await;
+    let mut trips = Vec::new();
     let base = Arc::new(bench.base.clone());
     let services = Arc::clone(&bench.services);
     let key = bench.key("bench").await;
@@ -161,7 +198,7 @@ async fn main() {
     }
 
     println!(
-        "Warren file API benchmark: {FILE_BYTES}-byte files, local filesystem backend, SQLite index"
+        "Warren file API benchmark: {FILE_BYTES}-byte files, local filesystem backend, {index} index"
     );
     println!("{OPS_PER_CLIENT} operations per client; HTTP over loopback with keep-alive\n");
     println!(
@@ -181,6 +218,10 @@ async fn main() {
     for clients in [1, 16] {
         for (name, op) in [("write", Op::Write), ("read", Op::Read)] {
             round += matches!(op, Op::Write) as usize;
+            let sent = match &mut statements {
+                Some(s) => Some(s.total().await),
+                None => None,
+            };
             let h = http(
                 base.clone(),
                 key.clone(),
@@ -190,6 +231,13 @@ async fn main() {
                 round,
             )
             .await;
+            if let (Some(s), Some(before)) = (&mut statements, sent) {
+                // Let the audit writer store this phase's records: they are part of its cost.
+                services.audit.flush().await;
+                let per_op =
+                    (s.total().await - before - 1) as f64 / (clients * OPS_PER_CLIENT) as f64;
+                trips.push(format!("{name} ({clients:>2} clients): {per_op:.2}"));
+            }
             let d = direct(Arc::clone(&store), op, clients, round).await;
             let ratio = h.p50.as_secs_f64() / d.p50.as_secs_f64();
             worst = worst.max(ratio);
@@ -225,4 +273,10 @@ async fn main() {
         );
     }
     println!("\nworst p50 ratio (HTTP / direct object_store): {worst:.2}x (goal ≤ 1.50x)");
+    if !trips.is_empty() {
+        println!(
+            "round trips to PostgreSQL per operation (statements, BEGIN/COMMIT and audit included): {}",
+            trips.join(", ")
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! What every benchmark starts with: a server on the embedded defaults (SQLite, local files)
-//! in `dir`, on a loopback port, and keys locked to a namespace.
+//! in `dir`, on a loopback port, and keys locked to a namespace. `WARREN_BENCH_DATABASE`, when
+//! set, puts the metadata in that database instead (scripts/bench uses it for PostgreSQL).
 
 // Each benchmark uses a different part of this module.
 #![allow(dead_code)]
@@ -19,15 +20,25 @@ pub struct Bench {
     pub services: Arc<Services>,
 }
 
+/// The metadata database the benchmark runs on.
+pub fn database_url(dir: &Path) -> String {
+    std::env::var("WARREN_BENCH_DATABASE")
+        .unwrap_or_else(|_| format!("sqlite://{}", dir.join("warren.db").display()))
+}
+
 pub async fn start(dir: &Path) -> Bench {
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_owned(),
-        database_url: format!("sqlite://{}", dir.join("warren.db").display()),
+        database_url: database_url(dir),
         storage_url: format!("file://{}", dir.join("objects").display()),
         admin_key: Some("trove-sk-bench-admin-0123456789".into()),
         secret: Some("bench-secret-bench-secret-bench-secret".into()),
-        webhooks: Default::default(),
+        // No subscriptions exist; a rare poll keeps the delivery worker out of the figures.
+        webhooks: warren::services::webhooks::WebhookSettings {
+            poll: std::time::Duration::from_secs(60),
+            ..Default::default()
+        },
         retention: Default::default(),
         exec: ExecSettings::with_dir(dir.join("exec")),
         http: Default::default(),

@@ -232,20 +232,35 @@ impl Keys {
                 "an operator-chosen key must be at least 16 characters".into(),
             ));
         }
-        let current = match self.meta.key_by_hash(&self.hash(plaintext)).await? {
+        let hash = self.hash(plaintext);
+        let current = match self.meta.key_by_hash(&hash).await? {
             Some((record, _)) => record.id,
-            None => self.insert(None, ws, req, plaintext, true).await?.id,
+            None => match self.insert(None, ws, req, plaintext, true).await {
+                Ok(record) => record.id,
+                // Servers sharing a database start together: another one installed the same
+                // key between the lookup and the insert.
+                Err(e) => match self.meta.key_by_hash(&hash).await? {
+                    Some((record, _)) => record.id,
+                    None => return Err(e),
+                },
+            },
         };
         for old in self.meta.list_keys(ws).await? {
             if old.bootstrap && old.id != current {
                 tracing::warn!(key_id = %old.id, "retiring the admin key the configured one replaced");
-                self.revoke_as(
-                    None,
-                    ws,
-                    &old.id,
-                    Some("replaced by the configured admin key"),
-                )
-                .await?;
+                let retired = self
+                    .revoke_as(
+                        None,
+                        ws,
+                        &old.id,
+                        Some("replaced by the configured admin key"),
+                    )
+                    .await;
+                match retired {
+                    // Another server starting at the same time retired it first.
+                    Ok(()) | Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(())
