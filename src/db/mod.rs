@@ -259,6 +259,28 @@ pub fn subtree_range(p: &str) -> (String, String) {
     (format!("{p}/"), format!("{p}0"))
 }
 
+/// Whether a file may be written at `path`, given the `(path, kind)` rows at it and its
+/// ancestors: nothing above it may be other than a directory, and it may not be one itself.
+fn writable(path: &NsPath, existing: &[(String, String)]) -> Result<()> {
+    for (p, kind) in existing {
+        if p == path.as_str() {
+            if kind == "dir" {
+                return Err(Error::Conflict(format!("{} is a directory", path.wire())));
+            }
+        } else if kind != "dir" {
+            let p = NsPath::parse(p)?;
+            return Err(Error::Conflict(format!("{} is not a directory", p.wire())));
+        }
+    }
+    Ok(())
+}
+
+/// A stored key hash, which is always 32 bytes.
+fn hash32(hash: Vec<u8>) -> Result<[u8; 32]> {
+    hash.try_into()
+        .map_err(|_| Error::Corrupt("key hash is not 32 bytes".into()))
+}
+
 log_position!(
     /// A position in the event log.
     LogPos

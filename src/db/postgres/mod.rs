@@ -27,7 +27,8 @@ mod workspaces;
 use super::{
     AttemptResult, AuditPos, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error,
     EventQuery, EventRecord, FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NamespaceUsage,
-    NewEvent, NewKey, Result, Scope, SnapshotRecord, Swept, TreeOp, Webhook, subtree_range,
+    NewEvent, NewKey, Result, Scope, SnapshotRecord, Swept, TreeOp, Webhook, hash32, subtree_range,
+    writable,
 };
 use super::{
     AuditLog, EventLog, KeyStore, NamespaceLifecycle, SnapshotCatalog, TreeStore, WebhookOutbox,
@@ -309,20 +310,6 @@ fn parent_of(p: &NsPath) -> String {
     p.parent().unwrap_or_else(NsPath::root).as_str().to_owned()
 }
 
-fn writable(path: &NsPath, existing: &[(String, String)]) -> Result<()> {
-    for (p, kind) in existing {
-        if p == path.as_str() {
-            if kind == "dir" {
-                return Err(Error::Conflict(format!("{} is a directory", path.wire())));
-            }
-        } else if kind != "dir" {
-            let p = NsPath::parse(p)?;
-            return Err(Error::Conflict(format!("{} is not a directory", p.wire())));
-        }
-    }
-    Ok(())
-}
-
 fn key_from_row(row: &PgRow) -> Result<KeyRecord> {
     let ns: Option<String> = row.try_get("namespace")?;
     Ok(KeyRecord {
@@ -398,11 +385,6 @@ fn event_from_row(row: &PgRow) -> Result<EventRecord> {
         created_at: Micros(row.try_get("created_at")?),
         data: row.try_get("data")?,
     })
-}
-
-fn hash32(hash: Vec<u8>) -> Result<[u8; 32]> {
-    hash.try_into()
-        .map_err(|_| Error::Corrupt("key hash is not 32 bytes".into()))
 }
 
 const KEY_COLUMNS: &str =

@@ -29,7 +29,8 @@ mod workspaces;
 use super::{
     AttemptResult, AuditPos, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error,
     EventQuery, EventRecord, FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NamespaceUsage,
-    NewEvent, NewKey, Result, Scope, SnapshotRecord, Swept, TreeOp, Webhook, subtree_range,
+    NewEvent, NewKey, Result, Scope, SnapshotRecord, Swept, TreeOp, Webhook, hash32, subtree_range,
+    writable,
 };
 use super::{
     AuditLog, EventLog, KeyStore, NamespaceLifecycle, SnapshotCatalog, TreeStore, WebhookOutbox,
@@ -189,11 +190,6 @@ fn hash_from_row(row: &SqliteRow) -> Result<[u8; 32]> {
     hash32(row.try_get("hash")?)
 }
 
-fn hash32(hash: Vec<u8>) -> Result<[u8; 32]> {
-    hash.try_into()
-        .map_err(|_| Error::Corrupt("key hash is not 32 bytes".into()))
-}
-
 const KEY_COLUMNS: &str =
     "id, workspace_id, name, prefix, scope, namespace, created_at, last_used_at, bootstrap";
 const ENTRY_COLUMNS: &str = "path, kind, size, mode, mtime, sha256, target";
@@ -301,20 +297,6 @@ fn kinds_in(rows: &[SqliteRow]) -> Vec<(String, String)> {
     rows.iter()
         .filter_map(|r| Some((r.try_get("path").ok()?, r.try_get("kind").ok()?)))
         .collect()
-}
-
-fn writable(path: &NsPath, existing: &[(String, String)]) -> Result<()> {
-    for (p, kind) in existing {
-        if p == path.as_str() {
-            if kind == "dir" {
-                return Err(Error::Conflict(format!("{} is a directory", path.wire())));
-            }
-        } else if kind != "dir" {
-            let p = NsPath::parse(p)?;
-            return Err(Error::Conflict(format!("{} is not a directory", p.wire())));
-        }
-    }
-    Ok(())
 }
 
 /// Bumps (creating if needed) the namespace row; its one row holds the new generation, and
