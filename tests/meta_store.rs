@@ -229,19 +229,26 @@ async fn conflicts_are_refused_without_side_effects(store: Arc<dyn MetaStore>) {
     .await
     .unwrap();
     let before = store.recent_events(&ws(), 100).await.unwrap().len();
-    for bad in ["f/under-a-file", "d"] {
-        assert!(matches!(
+    // The early check and the commit refuse alike, saying which path is in the way.
+    for (bad, why) in [
+        ("f/under-a-file", "workspace/f is not a directory"),
+        ("d", "workspace/d is a directory"),
+    ] {
+        for r in [
             store.check_writable(&ws(), &a, &p(bad)).await,
-            Err(Error::Conflict(_))
-        ));
-        let r = commit_file(
-            &*store,
-            &a,
-            &file(bad, 1),
-            &ev("file.written", Some("alice")),
-        )
-        .await;
-        assert!(matches!(r, Err(Error::Conflict(_))), "{bad}: {r:?}");
+            commit_file(
+                &*store,
+                &a,
+                &file(bad, 1),
+                &ev("file.written", Some("alice")),
+            )
+            .await,
+        ] {
+            assert!(
+                matches!(&r, Err(Error::Conflict(m)) if m == why),
+                "{bad}: {r:?}"
+            );
+        }
     }
     assert_eq!(store.recent_events(&ws(), 100).await.unwrap().len(), before);
     assert_eq!(store.generation(&ws(), &a).await.unwrap(), 2);

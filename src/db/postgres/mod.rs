@@ -101,10 +101,9 @@ impl MetaStore for PgStore {
     }
 }
 
-/// Appends `events` (in order) and queues their webhook deliveries, one statement per
-/// workspace among them. The head row moves by the number of events, so the positions and
-/// times are consecutive and strictly increasing, and it stays locked until the transaction
-/// ends (see `event_heads`).
+/// Appends `events` (in order) and queues their webhook deliveries, one call of
+/// `warren_append_events` per workspace among them (see `migrations/postgres`). The head row
+/// stays locked until the transaction ends.
 async fn append_events(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
     let mut rest = events;
     while let Some(first) = rest.first() {
@@ -114,49 +113,51 @@ async fn append_events(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
             .count();
         let (group, tail) = rest.split_at(n);
         rest = tail;
-        sqlx::query(
-            "WITH head AS (
-               INSERT INTO event_heads AS h (workspace_id, pos, at)
-               VALUES ($1, $2, warren_now() + $2 - 1)
-               ON CONFLICT (workspace_id) DO UPDATE
-                 SET pos = h.pos + $2, at = GREATEST(h.at + $2, warren_now() + $2 - 1)
-               RETURNING pos, at
-             ), appended AS (
-               INSERT INTO events (id, type, workspace_id, namespace, key_id, pos, created_at, data)
-               SELECT e.id, e.type, $1, e.namespace, e.key_id,
-                      head.pos - $2 + e.n, head.at - $2 + e.n, e.data::jsonb
-               FROM head, unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-                 WITH ORDINALITY AS e (id, type, namespace, key_id, data, n)
-               RETURNING seq, type, namespace
-             )
-             INSERT INTO deliveries (webhook_id, event_seq, state, next_attempt_at, updated_at)
-             SELECT w.id, a.seq, 'pending', warren_now(), warren_now()
-             FROM appended a JOIN webhooks w ON w.workspace_id = $1
-             WHERE w.enabled AND w.deleted_at IS NULL
-               AND (w.namespace IS NULL OR w.namespace = a.namespace)
-               AND ('*' = ANY (w.events) OR a.type = ANY (w.events))",
-        )
-        .bind(first.workspace.as_str())
-        .bind(n as i64)
-        .bind(group.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
-        .bind(group.iter().map(|e| e.kind).collect::<Vec<_>>())
-        .bind(
-            group
-                .iter()
-                .map(|e| e.namespace.as_ref().map(|n| n.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            group
-                .iter()
-                .map(|e| e.key_id.as_ref().map(|k| k.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(group.iter().map(|e| e.data.as_str()).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query("SELECT warren_append_events($1, $2, $3, $4, $5, $6)")
+            .bind(first.workspace.as_str())
+            .bind(group.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+            .bind(group.iter().map(|e| e.kind).collect::<Vec<_>>())
+            .bind(
+                group
+                    .iter()
+                    .map(|e| e.namespace.as_ref().map(|n| n.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                group
+                    .iter()
+                    .map(|e| e.key_id.as_ref().map(|k| k.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(group.iter().map(|e| e.data.as_str()).collect::<Vec<_>>())
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
+}
+
+/// SQLSTATEs the commit functions raise (`migrations/postgres/0008_commit_functions.sql`).
+const NAMESPACE_DELETED: &str = "WA001";
+const TREE_CONFLICT: &str = "WA002";
+
+/// Turns a commit function's own errors back into the store's.
+fn commit_error(e: sqlx::Error, ns: &Namespace) -> Error {
+    let sqlx::Error::Database(db) = &e else {
+        return e.into();
+    };
+    match db.code().as_deref() {
+        Some(NAMESPACE_DELETED) => Error::NamespaceDeleted(ns.to_string()),
+        Some(TREE_CONFLICT) => {
+            let pg = db.downcast_ref::<sqlx::postgres::PgDatabaseError>();
+            let at = pg.detail().unwrap_or_default();
+            let wire = NsPath::parse(at).map_or_else(|_| at.to_owned(), |p| p.wire());
+            match pg.message() {
+                "dir" => Error::Conflict(format!("{wire} is a directory")),
+                _ => Error::Conflict(format!("{wire} is not a directory")),
+            }
+        }
+        _ => e.into(),
+    }
 }
 
 /// The database's clock, for the times the store records.

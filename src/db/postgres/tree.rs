@@ -59,24 +59,34 @@ impl TreeStore for PgStore {
         event: &NewEvent,
     ) -> Result<()> {
         let (ws, ns) = (lock.workspace(), lock.namespace());
-        let mut tx = self.begin().await?;
-        let generation = bump_generation(&mut tx, ws, ns).await?;
-        writable(
-            &file.path,
-            &existing_kinds(&mut tx, ws, ns, &file.path).await?,
-        )?;
-        insert_dirs(
-            &mut tx,
-            ws,
-            ns,
-            &file.path.ancestors(),
-            file.mtime,
-            generation,
+        let dirs = file.path.ancestors();
+        // One statement: the namespace row is held only while the function runs.
+        sqlx::query(
+            "SELECT warren_commit_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                        $13, $14, $15, $16, $17)",
         )
-        .await?;
-        upsert_files(&mut tx, ws, ns, &[file], generation).await?;
-        append_events(&mut tx, std::slice::from_ref(event)).await?;
-        self.commit_events(tx).await
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .bind(file.path.as_str())
+        .bind(parent_of(&file.path))
+        .bind(file.path.name())
+        .bind(file.size as i64)
+        .bind(i64::from(file.mode))
+        .bind(file.mtime.0)
+        .bind(file.sha256.as_str())
+        .bind(dirs.iter().map(NsPath::as_str).collect::<Vec<_>>())
+        .bind(dirs.iter().map(parent_of).collect::<Vec<_>>())
+        .bind(dirs.iter().map(NsPath::name).collect::<Vec<_>>())
+        .bind(event.id.as_str())
+        .bind(event.kind)
+        .bind(event.namespace.as_ref().map(|n| n.as_str()))
+        .bind(event.key_id.as_ref().map(|k| k.as_str()))
+        .bind(event.data.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| commit_error(e, ns))?;
+        self.appended.send_modify(|n| *n += 1);
+        Ok(())
     }
 
     async fn commit_delete(
