@@ -9,6 +9,7 @@
 //! (`tests/meta_store.rs`).
 
 mod postgres;
+mod rows;
 mod sqlite;
 pub mod transfer;
 

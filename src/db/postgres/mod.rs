@@ -24,11 +24,13 @@ mod tree;
 mod webhooks;
 mod workspaces;
 
+use super::rows::{
+    ENTRY_COLUMNS, KEY_COLUMNS, entry_from_row, key_from_row, snapshot_from_row, usage_from_row,
+};
 use super::{
-    AttemptResult, AuditPos, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error,
-    EventQuery, EventRecord, FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NamespaceUsage,
-    NewEvent, NewKey, Result, Scope, SnapshotRecord, Swept, TreeOp, Webhook, hash32, subtree_range,
-    writable,
+    AttemptResult, AuditPos, AuditQuery, AuditRecord, ClaimedDelivery, Entry, Error, EventQuery,
+    EventRecord, FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NamespaceUsage, NewEvent,
+    NewKey, Result, SnapshotRecord, Swept, TreeOp, Webhook, hash32, subtree_range, writable,
 };
 use super::{
     AuditLog, EventLog, KeyStore, NamespaceLifecycle, SnapshotCatalog, TreeStore, WebhookOutbox,
@@ -311,48 +313,6 @@ fn parent_of(p: &NsPath) -> String {
     p.parent().unwrap_or_else(NsPath::root).as_str().to_owned()
 }
 
-fn key_from_row(row: &PgRow) -> Result<KeyRecord> {
-    let ns: Option<String> = row.try_get("namespace")?;
-    Ok(KeyRecord {
-        id: KeyId::from_string(row.try_get("id")?),
-        workspace: WorkspaceId::parse(row.try_get("workspace_id")?)?,
-        name: row.try_get("name")?,
-        prefix: row.try_get("prefix")?,
-        scope: Scope::parse(row.try_get::<&str, _>("scope")?)?,
-        namespace: ns.map(|n| Namespace::parse(&n)).transpose()?,
-        created_at: Micros(row.try_get("created_at")?),
-        last_used_at: row.try_get::<Option<i64>, _>("last_used_at")?.map(Micros),
-        bootstrap: row.try_get("bootstrap")?,
-    })
-}
-
-fn entry_from_row(row: &PgRow) -> Result<Entry> {
-    let path: String = row.try_get("path")?;
-    Ok(Entry {
-        path: NsPath::parse(&path).map_err(|e| Error::Corrupt(format!("{path:?}: {e}")))?,
-        kind: EntryKind::parse(row.try_get::<&str, _>("kind")?)?,
-        size: row.try_get::<i64, _>("size")? as u64,
-        mode: row.try_get::<i64, _>("mode")? as u32,
-        mtime: Micros(row.try_get("mtime")?),
-        sha256: row.try_get("sha256")?,
-        target: row.try_get("target")?,
-    })
-}
-
-fn snapshot_from_row(row: &PgRow) -> Result<SnapshotRecord> {
-    Ok(SnapshotRecord {
-        id: SnapshotId::parse(row.try_get("id")?)?,
-        workspace: WorkspaceId::parse(row.try_get("workspace_id")?)?,
-        namespace: Namespace::parse(row.try_get("namespace")?)?,
-        label: row.try_get("label")?,
-        size_bytes: row.try_get::<i64, _>("size_bytes")? as u64,
-        file_count: row.try_get::<i64, _>("file_count")? as u64,
-        key_id: row.try_get("key_id")?,
-        created_at: Micros(row.try_get("created_at")?),
-        expires_at: Micros(row.try_get("expires_at")?),
-    })
-}
-
 fn webhook_from_row(row: &PgRow) -> Result<Webhook> {
     let ns: Option<String> = row.try_get("namespace")?;
     Ok(Webhook {
@@ -388,9 +348,6 @@ fn event_from_row(row: &PgRow) -> Result<EventRecord> {
     })
 }
 
-const KEY_COLUMNS: &str =
-    "id, workspace_id, name, prefix, scope, namespace, created_at, last_used_at, bootstrap";
-const ENTRY_COLUMNS: &str = "path, kind, size, mode, mtime, sha256, target";
 /// `data` as text: it goes back out as the JSON the event was appended with.
 const EVENT_COLUMNS: &str =
     "pos, id, type, workspace_id, namespace, key_id, created_at, data::text AS data";

@@ -26,11 +26,13 @@ mod tree;
 mod webhooks;
 mod workspaces;
 
+use super::rows::{
+    ENTRY_COLUMNS, KEY_COLUMNS, entry_from_row, key_from_row, snapshot_from_row, usage_from_row,
+};
 use super::{
-    AttemptResult, AuditPos, AuditQuery, AuditRecord, ClaimedDelivery, Entry, EntryKind, Error,
-    EventQuery, EventRecord, FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NamespaceUsage,
-    NewEvent, NewKey, Result, Scope, SnapshotRecord, Swept, TreeOp, Webhook, hash32, subtree_range,
-    writable,
+    AttemptResult, AuditPos, AuditQuery, AuditRecord, ClaimedDelivery, Entry, Error, EventQuery,
+    EventRecord, FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NamespaceUsage, NewEvent,
+    NewKey, Result, SnapshotRecord, Swept, TreeOp, Webhook, hash32, subtree_range, writable,
 };
 use super::{
     AuditLog, EventLog, KeyStore, NamespaceLifecycle, SnapshotCatalog, TreeStore, WebhookOutbox,
@@ -143,56 +145,9 @@ impl MetaStore for SqliteStore {
     }
 }
 
-fn key_from_row(row: &SqliteRow) -> Result<KeyRecord> {
-    let ws: String = row.try_get("workspace_id")?;
-    let ns: Option<String> = row.try_get("namespace")?;
-    Ok(KeyRecord {
-        id: KeyId::from_string(row.try_get("id")?),
-        workspace: WorkspaceId::parse(&ws)?,
-        name: row.try_get("name")?,
-        prefix: row.try_get("prefix")?,
-        scope: Scope::parse(row.try_get::<&str, _>("scope")?)?,
-        namespace: ns.map(|n| Namespace::parse(&n)).transpose()?,
-        created_at: Micros(row.try_get("created_at")?),
-        last_used_at: row.try_get::<Option<i64>, _>("last_used_at")?.map(Micros),
-        bootstrap: row.try_get("bootstrap")?,
-    })
-}
-
-fn entry_from_row(row: &SqliteRow) -> Result<Entry> {
-    let path: String = row.try_get("path")?;
-    Ok(Entry {
-        path: NsPath::parse(&path).map_err(|e| Error::Corrupt(format!("{path:?}: {e}")))?,
-        kind: EntryKind::parse(row.try_get::<&str, _>("kind")?)?,
-        size: row.try_get::<i64, _>("size")? as u64,
-        mode: row.try_get::<i64, _>("mode")? as u32,
-        mtime: Micros(row.try_get("mtime")?),
-        sha256: row.try_get("sha256")?,
-        target: row.try_get("target")?,
-    })
-}
-
-fn snapshot_from_row(row: &SqliteRow) -> Result<SnapshotRecord> {
-    Ok(SnapshotRecord {
-        id: SnapshotId::parse(row.try_get("id")?)?,
-        workspace: WorkspaceId::parse(row.try_get("workspace_id")?)?,
-        namespace: Namespace::parse(row.try_get("namespace")?)?,
-        label: row.try_get("label")?,
-        size_bytes: row.try_get::<i64, _>("size_bytes")? as u64,
-        file_count: row.try_get::<i64, _>("file_count")? as u64,
-        key_id: row.try_get("key_id")?,
-        created_at: Micros(row.try_get("created_at")?),
-        expires_at: Micros(row.try_get("expires_at")?),
-    })
-}
-
 fn hash_from_row(row: &SqliteRow) -> Result<[u8; 32]> {
     hash32(row.try_get("hash")?)
 }
-
-const KEY_COLUMNS: &str =
-    "id, workspace_id, name, prefix, scope, namespace, created_at, last_used_at, bootstrap";
-const ENTRY_COLUMNS: &str = "path, kind, size, mode, mtime, sha256, target";
 
 async fn append_event(tx: &mut Transaction<'_, Sqlite>, ev: &NewEvent) -> Result<()> {
     let mut b = Batch::new();

@@ -22,21 +22,7 @@ impl NamespaceLifecycle for SqliteStore {
         .bind(ws.as_str())
         .fetch_all(&mut *self.reader.get().await?)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(NamespaceUsage {
-                    name: r.try_get("name")?,
-                    state: r.try_get("state")?,
-                    files: r.try_get::<i64, _>("files")? as u64,
-                    bytes: r.try_get::<i64, _>("bytes")? as u64,
-                    created_at: Micros(r.try_get("created_at")?),
-                    deleted_at: r.try_get::<Option<i64>, _>("deleted_at")?.map(Micros),
-                    snapshots: r.try_get::<i64, _>("snapshots")? as u64,
-                    snapshot_bytes: r.try_get::<i64, _>("snapshot_bytes")? as u64,
-                    last_activity: r.try_get::<Option<i64>, _>("last_activity")?.map(Micros),
-                })
-            })
-            .collect()
+        rows.iter().map(usage_from_row).collect()
     }
 
     async fn delete_namespace(
