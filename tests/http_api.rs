@@ -376,10 +376,7 @@ async fn uploads_over_100_mb_are_refused_and_leave_nothing() {
 
     assert_eq!(a.read("keep.bin").await.json["content"], "original");
     assert_eq!(a.paths("workspace/", true).await, ["workspace/keep.bin"]);
-    let mut objects = Vec::new();
-    for e in support::walk(&srv.dir.path().join("objects")) {
-        objects.push(e);
-    }
+    let objects = srv.objects().await;
     assert_eq!(
         objects.len(),
         1,
@@ -826,8 +823,8 @@ async fn admin_reindex_rebuilds_the_index_from_storage() {
         .arg(srv.dir.path())
         .arg("--database")
         .arg(support::database_url(srv.dir.path()))
-        .env_remove("WARREN_DATABASE")
-        .env_remove("WARREN_STORAGE")
+        .arg("--storage")
+        .arg(support::storage_url(srv.dir.path()))
         .output()
         .await
         .unwrap();

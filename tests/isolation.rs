@@ -94,15 +94,9 @@ impl Scene {
     }
 
     /// Every object on disk belongs to the attacker's or the victim's namespace as planted.
-    fn objects_in_place(&self) {
-        let root = self.srv.dir.path().join("objects");
+    async fn objects_in_place(&self) {
         let ws = &self.srv.ws;
-        for path in support::walk(&root) {
-            let rel = path
-                .strip_prefix(&root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
+        for rel in self.srv.objects().await {
             let ok = rel.starts_with(&format!("ws/{ws}/ns/attacker/files/"))
                 || rel == format!("ws/{ws}/ns/victim/files/secret.txt")
                 || rel == format!("ws/{ws}/ns/victim/files/dir/inner.txt");
@@ -193,7 +187,7 @@ async fn write_side_escapes_fail_and_change_nothing() {
         );
     }
     s.victim_intact().await;
-    s.objects_in_place();
+    s.objects_in_place().await;
 }
 
 #[tokio::test]
@@ -219,7 +213,7 @@ async fn url_path_escapes_fail() {
     let r = s.attacker.download("%252e%252e/victim/secret.txt").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     s.victim_intact().await;
-    s.objects_in_place();
+    s.objects_in_place().await;
 }
 
 /// Sends one request with a request line exactly as given (client libraries would normalize
@@ -268,7 +262,7 @@ async fn raw_request_lines_cannot_traverse() {
         s.assert_clean(&format!("PUT {target}"), status, &body);
     }
     s.victim_intact().await;
-    s.objects_in_place();
+    s.objects_in_place().await;
 }
 
 #[tokio::test]

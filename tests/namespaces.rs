@@ -203,16 +203,7 @@ async fn the_purge_removes_files_and_records_a_proof() {
     );
 
     // The bytes are gone from storage, snapshots included; the other tenant is untouched.
-    let root = srv.dir.path().join("objects");
-    let left: Vec<String> = support::walk(&root)
-        .iter()
-        .map(|p| {
-            p.strip_prefix(&root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
+    let left = srv.objects().await;
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(left[0].ends_with("ns/bob/files/keep.txt"));
     assert_eq!(bob.read("keep.txt").await.json["content"], "bob's");
@@ -268,7 +259,7 @@ async fn the_background_sweep_purges_after_the_configured_period() {
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if listed(&srv, "alice").await.is_none() {
-            assert!(support::walk(&srv.dir.path().join("objects")).is_empty());
+            assert_eq!(srv.objects().await, Vec::<String>::new());
             return;
         }
     }

@@ -399,8 +399,7 @@ async fn snapshots_expire_and_their_bytes_go() {
     let a = srv.agent("brief").await;
     a.write("f.txt", "f").await;
     let snap = snapshot(&a, Value::Null).await;
-    let snaps_dir = srv.dir.path().join("objects/snapshots");
-    assert_eq!(count_files(&snaps_dir), 1);
+    assert_eq!(stored_snapshots(&srv).await, 1);
     // A dry run a year on counts it and removes nothing.
     let year = warren::ids::Micros(warren::ids::Micros::now().0 + 365 * 86_400_000_000);
     assert_eq!(
@@ -411,7 +410,7 @@ async fn snapshots_expire_and_their_bytes_go() {
             .unwrap(),
         1
     );
-    assert_eq!(count_files(&snaps_dir), 1);
+    assert_eq!(stored_snapshots(&srv).await, 1);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !a.get("/v1/snapshots").await.json["snapshots"]
         .as_array()
@@ -424,7 +423,7 @@ async fn snapshots_expire_and_their_bytes_go() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(count_files(&snaps_dir), 0);
+    assert_eq!(stored_snapshots(&srv).await, 0);
     let ev = srv
         .admin()
         .get(&format!(
@@ -439,19 +438,10 @@ async fn snapshots_expire_and_their_bytes_go() {
     assert_eq!(ev.json["events"][0]["data"]["reason"], "expired");
 }
 
-fn count_files(dir: &std::path::Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| {
-            if e.path().is_dir() {
-                count_files(&e.path())
-            } else {
-                1
-            }
-        })
-        .sum()
+/// Snapshot archives in the server's storage.
+async fn stored_snapshots(srv: &TestServer) -> usize {
+    let keys = srv.objects().await;
+    keys.iter().filter(|k| k.starts_with("snapshots/")).count()
 }
 
 /// An object store that fails on demand: puts into a staging area after `stage_puts_ok` of
@@ -546,20 +536,15 @@ impl ObjectStore for Faulty {
 async fn a_restore_that_fails_midway_leaves_the_namespace_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let config = support::config(dir.path());
-    let local = object_store::local::LocalFileSystem::new_with_prefix({
-        let p = dir.path().join("objects");
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    })
-    .unwrap()
-    .with_automatic_cleanup(true);
+    // The configured store (a directory, or a bucket), with faults injected in front of it.
+    let configured = warren_storage::BlobStore::open(&config.storage_url).unwrap();
     let faulty = Arc::new(Faulty {
-        inner: Arc::new(local),
+        inner: Arc::clone(configured.object_store()),
         armed: AtomicBool::new(false),
         stage_puts_ok: AtomicUsize::new(0),
         publishes_ok: AtomicUsize::new(0),
     });
-    let blobs = warren_storage::BlobStore::new(faulty.clone(), Path::default());
+    let blobs = warren_storage::BlobStore::new(faulty.clone(), configured.layout().root().clone());
     let srv = TestServer::start_with_blobs(dir, config, blobs).await;
     let a = srv.agent("fragile").await;
     for i in 0..20 {
@@ -595,13 +580,11 @@ async fn a_restore_that_fails_midway_leaves_the_namespace_as_it_was() {
     }
     // Nothing of the failed attempts lingers in storage.
     assert_eq!(
-        count_files(
-            &srv.dir
-                .path()
-                .join("objects/ws")
-                .join(&srv.ws)
-                .join("ns/fragile/stage")
-        ),
+        srv.objects()
+            .await
+            .iter()
+            .filter(|k| k.starts_with(&format!("ws/{}/ns/fragile/stage/", srv.ws)))
+            .count(),
         0
     );
     // And with the store healthy again the restore goes through.

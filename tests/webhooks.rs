@@ -252,8 +252,9 @@ async fn deliveries_are_signed_and_filtered_by_namespace_and_type() {
     bob.write("b.txt", "secret of bob").await;
     alice.remove("a.txt").await;
 
-    // `*`: key.created ×2, two writes, one delete.
-    let all = every.wait_for(5).await;
+    // `*`: its own webhook.created, key.created ×2, two writes, one delete (in whatever order
+    // the attempts land).
+    let all = every.wait_for(6).await;
     let kinds: Vec<String> = all
         .iter()
         .map(|r| {
@@ -263,14 +264,18 @@ async fn deliveries_are_signed_and_filtered_by_namespace_and_type() {
                 .to_owned()
         })
         .collect();
-    for k in ["key.created", "file.written", "file.deleted"] {
+    for k in ["webhook.created", "key.created", "file.written", "file.deleted"] {
         assert!(kinds.contains(&k.to_owned()), "{kinds:?}");
     }
 
-    let got = scoped.wait_for(1).await;
+    scoped.wait_for(1).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // anything else would have arrived
     let got_later = scoped.got();
-    assert_eq!(got_later.len(), 1, "only alice's file.written: {got:?}");
+    let seen: Vec<Value> = got_later
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+        .collect();
+    assert_eq!(got_later.len(), 1, "only alice's file.written: {seen:?}");
     let body = verify(&scoped_secret, &got_later[0]);
     assert_eq!(body["type"], "file.written");
     assert_eq!(body["namespace"], "alice");

@@ -401,3 +401,98 @@ async fn copy_table(
     }
     Ok(())
 }
+
+#[cfg(all(test, feature = "pg-tests"))]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use sqlx::{Connection, Executor};
+
+    use super::*;
+
+    /// Columns only PostgreSQL's schema has: the per-workspace event position and its head
+    /// rows, which the copy derives, and a webhook's sending lease, which starts empty.
+    const POSTGRES_ONLY: &[(&str, &str)] = &[
+        ("event_heads", "at"),
+        ("event_heads", "pos"),
+        ("event_heads", "workspace_id"),
+        ("events", "pos"),
+        ("webhooks", "busy_until"),
+    ];
+
+    fn copied() -> BTreeSet<(String, String)> {
+        TABLES
+            .iter()
+            .flat_map(|t| {
+                t.columns
+                    .iter()
+                    .map(|(c, _)| (t.name.to_owned(), c.to_string()))
+            })
+            .collect()
+    }
+
+    /// The two migration folders describe one schema, and the copy knows all of it: a column
+    /// added to one folder but not the other, or not to [`TABLES`], fails here.
+    #[tokio::test]
+    async fn both_schemas_hold_exactly_what_the_copy_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = format!("sqlite://{}", dir.path().join("w.db").display());
+        SqliteStore::open(&sqlite).await.unwrap().close().await;
+        let mut conn = sqlx::SqliteConnection::connect(&sqlite).await.unwrap();
+        let on_sqlite: Vec<(String, String)> = sqlx::query_as(
+            "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'
+               AND m.name <> '_sqlx_migrations'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+
+        let server =
+            std::env::var("WARREN_TEST_PG_URL").expect("pg-tests needs WARREN_TEST_PG_URL");
+        let name = format!("schema_{}", std::process::id());
+        let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+        admin
+            .execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+            .await
+            .unwrap();
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let pg = PgStore::open(&format!("{}/{name}", server.rsplit_once('/').unwrap().0))
+            .await
+            .unwrap();
+        let on_postgres: Vec<(String, String)> = sqlx::query_as(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'",
+        )
+        .fetch_all(pg.pool())
+        .await
+        .unwrap();
+        pg.close().await;
+
+        let on_sqlite: BTreeSet<_> = on_sqlite.into_iter().collect();
+        let on_postgres: BTreeSet<_> = on_postgres.into_iter().collect();
+        let mut expected_pg = copied();
+        expected_pg.extend(
+            POSTGRES_ONLY
+                .iter()
+                .map(|(t, c)| (t.to_string(), c.to_string())),
+        );
+        assert_eq!(
+            on_sqlite
+                .symmetric_difference(&copied())
+                .collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "SQLite's schema and the copied columns differ"
+        );
+        assert_eq!(
+            on_postgres
+                .symmetric_difference(&expected_pg)
+                .collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "PostgreSQL's schema and the copied columns differ"
+        );
+    }
+}

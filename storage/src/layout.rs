@@ -27,6 +27,11 @@ impl Layout {
         Self { root }
     }
 
+    /// The prefix every key Warren stores sits under.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// `<root>/ws/<ws>/ns/<ns>/files`: the prefix of every live file of a namespace.
     pub fn files_prefix(&self, ws: &WorkspaceId, ns: &Namespace) -> Path {
         self.namespace_prefix(ws, ns).child("files")

@@ -37,7 +37,7 @@ pub fn config(dir: &Path) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_owned(),
         database_url: database_url(dir),
-        storage_url: format!("file://{}", dir.join("objects").display()),
+        storage_url: storage_url(dir),
         admin_key: Some(ADMIN_KEY.to_owned()),
         secret: Some(SECRET.to_owned()),
         // Receivers in tests listen on loopback; retries are quick so tests stay short.
@@ -55,6 +55,24 @@ pub fn config(dir: &Path) -> Config {
     }
 }
 
+/// The object storage of a server on `dir`: a directory inside it or, when
+/// `WARREN_TEST_STORAGE` names a shared store (`s3://bucket/prefix`), a prefix of its own there
+/// (the same for a server restarted on the same directory).
+pub fn storage_url(dir: &Path) -> String {
+    match std::env::var("WARREN_TEST_STORAGE") {
+        Ok(base) => format!("{}/{}", base.trim_end_matches('/'), dir_tag(dir)),
+        Err(_) => format!("file://{}", dir.join("objects").display()),
+    }
+}
+
+/// A name for `dir` that shared services (a database server, a bucket) can hold it under.
+fn dir_tag(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    format!("h_{:016x}", h.finish())
+}
+
 /// The metadata database of a server on `dir`: SQLite inside it or, when `WARREN_TEST_PG_URL`
 /// names a PostgreSQL server, a database of its own there (made on first use, so a server
 /// restarted on the same directory finds its data again).
@@ -62,10 +80,7 @@ pub fn database_url(dir: &Path) -> String {
     let Ok(server) = std::env::var("WARREN_TEST_PG_URL") else {
         return format!("sqlite://{}", dir.join("warren.db").display());
     };
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    dir.hash(&mut h);
-    let name = format!("h_{:016x}", h.finish());
+    let name = dir_tag(dir);
     let url = format!(
         "{}/{name}",
         server.rsplit_once('/').expect("a database URL").0
@@ -162,6 +177,32 @@ impl TestServer {
 
     pub fn admin(&self) -> Client {
         self.client(ADMIN_KEY, None)
+    }
+
+    /// Every object the server has stored, as keys below its storage root, sorted; read
+    /// through `object_store`, so the same on a directory and in a bucket.
+    pub async fn objects(&self) -> Vec<String> {
+        use futures::TryStreamExt;
+        let blobs = &self.services.blobs;
+        let root = blobs.layout().root();
+        let listed: Vec<_> = blobs
+            .object_store()
+            .list(Some(root))
+            .try_collect()
+            .await
+            .unwrap();
+        let mut keys: Vec<String> = listed
+            .iter()
+            .map(|m| {
+                let key = m.location.as_ref();
+                key.strip_prefix(root.as_ref())
+                    .unwrap_or(key)
+                    .trim_start_matches('/')
+                    .to_owned()
+            })
+            .collect();
+        keys.sort();
+        keys
     }
 
     pub fn client(&self, key: &str, ns: Option<&str>) -> Client {
