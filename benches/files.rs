@@ -1,4 +1,4 @@
-//! File API benchmark: 4 KiB writes and reads over HTTP against a real server on a loopback
+//! File API benchmark: 4 KiB writes, reads and deletes over HTTP against a real server on a loopback
 //! port, beside the same operations done directly through `object_store` on the same backend in
 //! the same run. Prints p50/p99 latency and throughput at 1 and 16 concurrent clients, and the
 //! HTTP/direct ratio. On PostgreSQL (`WARREN_BENCH_DATABASE`) it also counts the statements
@@ -22,6 +22,8 @@ const WARMUP: usize = 200;
 enum Op {
     Write,
     Read,
+    /// Deletes what the round's writes made.
+    Delete,
     /// `GET /healthz`: the cost of an HTTP round trip alone, for context.
     Floor,
 }
@@ -86,6 +88,9 @@ async fn http(
             let req = match op {
                 Op::Write => http.put(&url).body(payload),
                 Op::Read => http.get(&url),
+                Op::Delete => http
+                    .post(format!("{base}/delete"))
+                    .json(&serde_json::json!({ "path": format!("r{round}/c{c}/f{i}") })),
                 Op::Floor => http.get(format!("{base}/healthz")),
             };
             let resp = req.bearer_auth(key.as_str()).send().await.unwrap();
@@ -113,6 +118,7 @@ async fn direct(store: Arc<dyn ObjectStore>, op: Op, clients: usize, round: usiz
                     let got = store.get(&key).await.unwrap().bytes().await.unwrap();
                     assert_eq!(got.len(), FILE_BYTES);
                 }
+                Op::Delete => store.delete(&key).await.unwrap(),
                 Op::Floor => unreachable!("the floor is an HTTP-only figure"),
             }
         }
@@ -228,7 +234,11 @@ async fn main() {
     let mut round = 0;
     let mut worst: f64 = 0.0;
     for clients in [1, 16] {
-        for (name, op) in [("write", Op::Write), ("read", Op::Read)] {
+        for (name, op) in [
+            ("write", Op::Write),
+            ("read", Op::Read),
+            ("delete", Op::Delete),
+        ] {
             round += matches!(op, Op::Write) as usize;
             let sent = match &mut statements {
                 Some(s) => Some(s.total().await),

@@ -8,6 +8,7 @@
 //! database. Both implement the same traits and run through the same suite
 //! (`tests/meta_store.rs`).
 
+mod group;
 mod postgres;
 mod rows;
 mod sqlite;

@@ -8,6 +8,7 @@
 //! Statements are fixed text (arrays rather than variable `IN` lists), so sqlx's per-connection
 //! cache prepares each once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,13 +25,14 @@ mod tree;
 mod webhooks;
 mod workspaces;
 
+use super::group::{QueuedWrite, WriteQueue, outcome};
 use super::rows::{
     ENTRY_COLUMNS, KEY_COLUMNS, entry_from_row, key_from_row, snapshot_from_row, usage_from_row,
 };
 use super::{
     AttemptResult, AuditPos, AuditQuery, AuditRecord, ClaimedDelivery, Entry, Error, EventQuery,
     EventRecord, FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NamespaceUsage, NewEvent,
-    NewKey, Result, SnapshotRecord, Swept, TreeOp, Webhook, hash32, subtree_range, writable,
+    NewKey, Result, SnapshotRecord, Swept, TreeOp, Webhook, hash32, writable,
 };
 use super::{
     AuditLog, EventLog, KeyStore, NamespaceLifecycle, SnapshotCatalog, TreeStore, WebhookOutbox,
@@ -46,11 +48,21 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Tx = Transaction<'static, Postgres>;
 
+/// Group commits of file writes one process runs at once. Within a workspace they queue for
+/// its log head anyway; a second lets this node's writes go on while one group waits for a
+/// namespace row another node holds (a long sync-back).
+const COMMIT_TURNS: usize = 2;
+/// Writes per commit-function call, so a burst goes in bounded pieces.
+const WRITES_PER_CALL: usize = 256;
+
 pub struct PgStore {
     pool: PgPool,
     /// Bumped after this process commits events; pollers of the log wait on it (events other
     /// processes commit reach them by polling).
     appended: tokio::sync::watch::Sender<u64>,
+    /// File writes waiting for a commit turn, committed together.
+    queue: WriteQueue,
+    turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl PgStore {
@@ -76,6 +88,8 @@ impl PgStore {
         Ok(Self {
             pool,
             appended: tokio::sync::watch::Sender::new(0),
+            queue: WriteQueue::default(),
+            turns: Arc::new(tokio::sync::Semaphore::new(COMMIT_TURNS)),
         })
     }
 
@@ -138,7 +152,7 @@ async fn append_events(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
     Ok(())
 }
 
-/// SQLSTATEs the commit functions raise (`migrations/postgres/0008_commit_functions.sql`).
+/// The codes the commit functions raise or report (`migrations/postgres/0009_*.sql`).
 const NAMESPACE_DELETED: &str = "WA001";
 const TREE_CONFLICT: &str = "WA002";
 
@@ -149,16 +163,28 @@ fn commit_error(e: sqlx::Error, ns: &Namespace) -> Error {
     };
     match db.code().as_deref() {
         Some(NAMESPACE_DELETED) => Error::NamespaceDeleted(ns.to_string()),
-        Some(TREE_CONFLICT) => {
-            let pg = db.downcast_ref::<sqlx::postgres::PgDatabaseError>();
-            let at = pg.detail().unwrap_or_default();
-            let wire = NsPath::parse(at).map_or_else(|_| at.to_owned(), |p| p.wire());
-            match pg.message() {
-                "dir" => Error::Conflict(format!("{wire} is a directory")),
-                _ => Error::Conflict(format!("{wire} is not a directory")),
-            }
-        }
         _ => e.into(),
+    }
+}
+
+/// One write's outcome as `warren_commit_writes` reports it: its code, and for a clash with
+/// the tree, which kind (`dir` or `not-dir`) and the path that clashes.
+fn write_outcome(
+    ns: &Namespace,
+    code: Option<&str>,
+    clash: Option<&str>,
+    at: Option<&str>,
+) -> Result<()> {
+    let at = at.unwrap_or_default();
+    let wire = || NsPath::parse(at).map_or_else(|_| at.to_owned(), |p| p.wire());
+    match (code, clash) {
+        (None, _) => Ok(()),
+        (Some(NAMESPACE_DELETED), _) => Err(Error::NamespaceDeleted(ns.to_string())),
+        (Some(TREE_CONFLICT), Some("dir")) => {
+            Err(Error::Conflict(format!("{} is a directory", wire())))
+        }
+        (Some(TREE_CONFLICT), _) => Err(Error::Conflict(format!("{} is not a directory", wire()))),
+        (Some(other), _) => Err(Error::Corrupt(format!("unknown write outcome {other}"))),
     }
 }
 
@@ -174,20 +200,12 @@ async fn db_now(tx: &mut Tx) -> Result<Micros> {
 /// Bumps (creating if needed) the namespace row, locking it until the transaction ends;
 /// returns the new generation, or `NamespaceDeleted` when the namespace is deleted or purging.
 async fn bump_generation(tx: &mut Tx, ws: &WorkspaceId, ns: &Namespace) -> Result<i64> {
-    // A purged namespace starts afresh.
-    let g: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO namespaces AS n (workspace_id, name, generation, created_at)
-         VALUES ($1, $2, 1, warren_now())
-         ON CONFLICT (workspace_id, name) DO UPDATE SET
-           generation = n.generation + 1, state = 'active', deleted_at = NULL, purged_at = NULL
-         WHERE n.state IN ('active', 'purged')
-         RETURNING generation",
-    )
-    .bind(ws.as_str())
-    .bind(ns.as_str())
-    .fetch_optional(&mut **tx)
-    .await?;
-    g.ok_or_else(|| Error::NamespaceDeleted(ns.to_string()))
+    sqlx::query_scalar("SELECT warren_bump_generation($1, $2)")
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| commit_error(e, ns))
 }
 
 /// What exists at `path` and its ancestors, as `(path, kind)`.
@@ -282,31 +300,6 @@ async fn upsert_files(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// Deletes everything below `p`, and `p` itself when `inclusive`; returns the deleted rows'
-/// `(path, kind)`.
-async fn delete_subtree(
-    tx: &mut Tx,
-    ws: &WorkspaceId,
-    ns: &Namespace,
-    p: &NsPath,
-    inclusive: bool,
-) -> Result<Vec<(String, String)>> {
-    let (lo, hi) = subtree_range(p.as_str());
-    Ok(sqlx::query_as(
-        "DELETE FROM files WHERE workspace_id = $1 AND namespace = $2
-           AND ((path >= $3 AND path < $4) OR ($5 AND path = $6))
-         RETURNING path, kind",
-    )
-    .bind(ws.as_str())
-    .bind(ns.as_str())
-    .bind(lo)
-    .bind(hi)
-    .bind(inclusive)
-    .bind(p.as_str())
-    .fetch_all(&mut **tx)
-    .await?)
 }
 
 fn parent_of(p: &NsPath) -> String {

@@ -13,7 +13,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::{Connection, Row, Sqlite, Transaction};
-use tokio::sync::oneshot;
 use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
 
 mod audit;
@@ -26,6 +25,7 @@ mod tree;
 mod webhooks;
 mod workspaces;
 
+use super::group::{QueuedWrite, WriteQueue, outcome};
 use super::rows::{
     ENTRY_COLUMNS, KEY_COLUMNS, entry_from_row, key_from_row, snapshot_from_row, usage_from_row,
 };
@@ -363,52 +363,6 @@ fn push_delete_subtree<'q>(
         .bind(hi);
 }
 
-/// A file write waiting for a group commit.
-struct QueuedWrite {
-    ws: WorkspaceId,
-    ns: Namespace,
-    file: FileWrite,
-    event: NewEvent,
-    done: oneshot::Sender<Result<()>>,
-}
-
-/// The writes waiting for the writer connection, in arrival order.
-#[derive(Default)]
-struct WriteQueue {
-    writes: std::sync::Mutex<Vec<(u64, QueuedWrite)>>,
-    next_id: std::sync::atomic::AtomicU64,
-}
-
-/// A write's place in the queue; leaving it (a cancelled caller) withdraws the write unless a
-/// commit has already taken it.
-struct Queued<'a> {
-    queue: &'a WriteQueue,
-    id: u64,
-}
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        let mut writes = self.queue.writes.lock().unwrap_or_else(|e| e.into_inner());
-        writes.retain(|(id, _)| *id != self.id);
-    }
-}
-
-impl WriteQueue {
-    fn push(&self, w: QueuedWrite) -> Queued<'_> {
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-        writes.push((id, w));
-        Queued { queue: self, id }
-    }
-
-    fn take(&self) -> Vec<QueuedWrite> {
-        let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-        writes.drain(..).map(|(_, w)| w).collect()
-    }
-}
-
 /// One write's statements: the first reads what is at the path and its parents before the
 /// write, which [`check_write`] uses to decide whether the rest stands.
 fn push_write<'q>(b: &mut Batch<'q>, w: &'q QueuedWrite) {
@@ -451,7 +405,7 @@ async fn commit_writes(mut conn: Conn, group: Vec<QueuedWrite>, appended: Append
         if all_ok && conn.commit().await.is_ok() {
             appended.send_modify(|n| *n += 1);
             for w in group {
-                let _ = w.done.send(Ok(()));
+                w.finish(Ok(()));
             }
             return;
         }
@@ -462,7 +416,7 @@ async fn commit_writes(mut conn: Conn, group: Vec<QueuedWrite>, appended: Append
         if r.is_ok() {
             appended.send_modify(|n| *n += 1);
         }
-        let _ = w.done.send(r);
+        w.finish(r);
     }
 }
 

@@ -66,14 +66,7 @@ impl TreeStore for SqliteStore {
         // Group commit: queue the write, then take the writer. Whoever gets it commits every
         // write queued by then in one transaction, so concurrent writers share one commit
         // instead of each waiting in line for its own.
-        let (done, mut result) = oneshot::channel();
-        let queued = self.queue.push(QueuedWrite {
-            ws: ws.clone(),
-            ns: ns.clone(),
-            file: file.clone(),
-            event: event.clone(),
-            done,
-        });
+        let (queued, mut result) = self.queue.push(ws, ns, file, event);
         let conn = self.writer.get().await?;
         if let Ok(r) = result.try_recv() {
             return r;
@@ -83,9 +76,7 @@ impl TreeStore for SqliteStore {
         // Once taken from the queue, the writes are committed on a task of their own: a
         // cancelled caller must not leave them half-done, their writers told they failed.
         tokio::spawn(commit_writes(conn, group, self.appended.clone()));
-        result
-            .await
-            .unwrap_or(Err(Error::Backend(sqlx::Error::WorkerCrashed)))
+        outcome(result).await
     }
 
     async fn commit_delete(
