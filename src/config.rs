@@ -258,6 +258,8 @@ pub struct Config {
     pub retention: RetentionSettings,
     pub exec: ExecSettings,
     pub http: HttpSettings,
+    /// How nodes sharing a PostgreSQL database follow one another's changes.
+    pub cluster: crate::coord::ClusterSettings,
 }
 
 impl Config {
@@ -294,6 +296,7 @@ impl Config {
                 header_read_timeout: args.header_read_timeout,
                 max_connections: args.max_connections.max(1),
             },
+            cluster: Default::default(),
         })
     }
 }

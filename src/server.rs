@@ -30,6 +30,8 @@ pub struct Server {
     http: crate::http::serve::HttpSettings,
     /// The open-file limit, raised at start.
     nofile: u64,
+    /// This node's part in a cluster (a shared database).
+    cluster: Option<Arc<crate::coord::Clustered>>,
 }
 
 impl Server {
@@ -69,10 +71,20 @@ impl Server {
         if let Err(why) = &sandbox {
             tracing::warn!(%why, "exec is unavailable; files are served, exec answers 503");
         }
+        // Nodes sharing the database follow one another's changes; one process alone acts on
+        // its own.
+        let cluster = meta
+            .cluster_feed()
+            .is_some()
+            .then(|| crate::coord::Clustered::new(Arc::clone(&meta), config.cluster));
+        let coord: Arc<dyn crate::coord::Coordinator> = match &cluster {
+            Some(c) => c.clone(),
+            None => crate::coord::InProcess::new(),
+        };
         let services = Arc::new(Services::new(
             meta,
             blobs,
-            crate::coord::InProcess::new(),
+            coord,
             ServiceSettings {
                 secret,
                 default_workspace: ws.clone(),
@@ -93,6 +105,7 @@ impl Server {
             retention: config.retention.clone(),
             http: config.http,
             nofile,
+            cluster,
         })
     }
 
@@ -111,7 +124,7 @@ impl Server {
         // `drained` once every request has finished (the audit writer stores the last records).
         let token = svc.shutdown.clone();
         let drained = tokio_util::sync::CancellationToken::new();
-        let background = [
+        let mut background = vec![
             tokio::spawn(Arc::clone(&svc.webhooks).run(Arc::clone(&svc.coord), token.clone())),
             tokio::spawn(retention::run(
                 Arc::clone(&svc.meta),
@@ -124,6 +137,9 @@ impl Server {
             )),
             tokio::spawn(Arc::clone(&svc.audit).run(drained.clone())),
         ];
+        if let Some(cluster) = &self.cluster {
+            background.push(tokio::spawn(Arc::clone(cluster).run(token.clone())));
+        }
         let app = crate::http::router(Arc::clone(&self.services));
         let nofile = self.nofile;
         let http = crate::http::serve::HttpSettings {

@@ -45,69 +45,14 @@ async fn servers_starting_together_on_a_new_database_all_come_up() {
     assert_eq!(admins.len(), 1, "{:?}", keys.json);
 }
 
-/// A loopback TCP relay in front of PostgreSQL that can be cut (every connection through it
-/// dropped, new ones refused) and healed: a database lost and back, for one server only.
-struct Gate {
-    addr: std::net::SocketAddr,
-    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    cut: std::sync::Arc<std::sync::Mutex<tokio_util::sync::CancellationToken>>,
-}
-
-impl Gate {
-    async fn start(upstream: std::net::SocketAddr) -> Self {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let gate = Gate {
-            addr: listener.local_addr().unwrap(),
-            open: Default::default(),
-            cut: Default::default(),
-        };
-        gate.open.store(true, Ordering::SeqCst);
-        let (open, cut) = (gate.open.clone(), gate.cut.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if !open.load(Ordering::SeqCst) {
-                    continue; // dropped: the connection is refused
-                }
-                let token = cut.lock().unwrap().clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = token.cancelled() => {}
-                    }
-                });
-            }
-        });
-        gate
-    }
-
-    fn cut(&self) {
-        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
-        let mut token = self.cut.lock().unwrap();
-        std::mem::take(&mut *token).cancel();
-    }
-
-    fn heal(&self) {
-        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 /// A database lost while serving: calls that need it answer 503 with a detail and
 /// `Retry-After` within seconds (no hang, no 500), and the server recovers once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_database_is_503_until_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let database = support::database_url(dir.path());
-    let (prefix, rest) = database.split_once('@').unwrap();
-    let (host_port, name) = rest.split_once('/').unwrap();
-    let gate = Gate::start(host_port.parse().unwrap()).await;
-    let through_gate = format!("{prefix}@{}/{name}", gate.addr);
+    let gate = support::Gate::start(support::Gate::upstream_of(&database)).await;
+    let through_gate = gate.route(&database);
     let srv = TestServer::start_with(dir, move |d| warren::config::Config {
         database_url: through_gate.clone(),
         ..support::config(d)

@@ -264,7 +264,12 @@ async fn deliveries_are_signed_and_filtered_by_namespace_and_type() {
                 .to_owned()
         })
         .collect();
-    for k in ["webhook.created", "key.created", "file.written", "file.deleted"] {
+    for k in [
+        "webhook.created",
+        "key.created",
+        "file.written",
+        "file.deleted",
+    ] {
         assert!(kinds.contains(&k.to_owned()), "{kinds:?}");
     }
 

@@ -42,6 +42,7 @@ pub async fn start(dir: &Path) -> Bench {
         retention: Default::default(),
         exec: ExecSettings::with_dir(dir.join("exec")),
         http: Default::default(),
+        cluster: Default::default(),
     };
     let server = Server::start(&config).await.unwrap();
     let base = format!("http://{}", server.local_addr().unwrap());

@@ -21,6 +21,15 @@ impl InProcess {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
+
+    /// Who acts on changes here, while the services live.
+    pub(super) fn reactor(&self) -> Option<Arc<dyn Reactor>> {
+        self.reactor
+            .read()
+            .unwrap()
+            .as_ref()
+            .and_then(Weak::upgrade)
+    }
 }
 
 #[async_trait]
@@ -65,13 +74,7 @@ impl Coordinator for InProcess {
     }
 
     async fn publish(&self, change: Change) {
-        let reactor = self
-            .reactor
-            .read()
-            .unwrap()
-            .as_ref()
-            .and_then(Weak::upgrade);
-        match reactor {
+        match self.reactor() {
             Some(r) => r.apply(&change).await,
             None => tracing::warn!(?change, "a change was published with nobody to act on it"),
         }
@@ -98,6 +101,8 @@ mod tests {
         async fn apply(&self, change: &Change) {
             self.0.lock().unwrap().push(change.clone());
         }
+
+        async fn fence(&self) {}
     }
 
     fn names(ns: &str) -> (WorkspaceId, Namespace) {
@@ -112,7 +117,6 @@ mod tests {
         let coord = InProcess::new();
         let change = Change::KeyRevoked {
             key: KeyId::from_string("key-1".into()),
-            hash: [1; 32],
         };
         // Nobody to act: logged, not lost silently, and no panic.
         coord.publish(change.clone()).await;

@@ -13,8 +13,10 @@
 //!   has acted on the change (evicted the key from its cache, killed the execs, refused the
 //!   namespace, dropped its working copy).
 //!
-//! [`InProcess`] is the single-process implementation the embedded default uses.
+//! [`InProcess`] is the single-process implementation the embedded default uses; [`Clustered`]
+//! carries the change feed across the nodes sharing one PostgreSQL database.
 
+mod cluster;
 mod local;
 mod tree_lock;
 
@@ -26,16 +28,16 @@ use warren_storage::{Namespace, NsPath, WorkspaceId};
 
 use crate::ids::KeyId;
 
+pub use cluster::{ClusterSettings, Clustered};
 pub use local::InProcess;
 
 /// Something every process must act on as soon as it is committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// The secret with this hash no longer works (revoked, rotated away, or its namespace
-    /// deleted): forget it, and end what the key has running.
+    /// The key's secret no longer works (revoked, rotated away, or its namespace deleted):
+    /// forget it, and end what the key has running.
     KeyRevoked {
         key: KeyId,
-        hash: [u8; 32],
     },
     NamespaceDeleted {
         ws: WorkspaceId,
@@ -55,6 +57,10 @@ pub enum Change {
 #[async_trait]
 pub trait Reactor: Send + Sync {
     async fn apply(&self, change: &Change);
+
+    /// This process has lost track of the cluster's changes (see [`Coordinator::fenced`]):
+    /// end everything running, since any key may have been revoked meanwhile.
+    async fn fence(&self);
 }
 
 /// A background duty that one process at a time performs.
@@ -87,6 +93,19 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Who acts on changes in this process. Held weakly: the reactor owns the services that
     /// own this coordinator.
     fn set_reactor(&self, reactor: Weak<dyn Reactor>);
+
+    /// Whether this process cannot currently confirm it has seen every published change (it
+    /// lost the cluster for too long): it must then refuse authenticated requests, since a
+    /// key it accepts may have been revoked elsewhere. Never, in one process.
+    fn fenced(&self) -> bool {
+        false
+    }
+
+    /// Whether this process may serve an authenticated request now: not fenced, or able to
+    /// catch up at once.
+    async fn current(&self) -> bool {
+        !self.fenced()
+    }
 }
 
 /// Whatever an implementation holds to keep a lock; released when dropped.

@@ -756,6 +756,55 @@ pub trait AuditLog: Send + Sync {
     async fn count_log(&self, cutoff: Micros) -> Result<Swept>;
 }
 
+/// The event types every node of a cluster must act on as soon as they commit.
+pub const CLUSTER_CHANGE_TYPES: &[&str] = &[
+    "key.revoked",
+    "key.rotated",
+    "namespace.deleted",
+    "namespace.restored",
+    "namespace.purged",
+];
+
+/// What one poll of the cluster's changes found.
+#[derive(Debug, Clone)]
+pub struct PolledChanges {
+    /// Everything committed before this database time is among what the poll saw.
+    pub seen_through: Micros,
+    /// The change events ([`CLUSTER_CHANGE_TYPES`]) after the positions asked from, per
+    /// workspace in position order.
+    pub changes: Vec<EventRecord>,
+}
+
+/// How the nodes sharing one database follow one another's changes: each polls the event log
+/// for [`CLUSTER_CHANGE_TYPES`] and records, with a heartbeat, how far it has applied them; a
+/// node that made a change waits for the others to pass it. Only a shared database has one.
+#[async_trait]
+pub trait ClusterFeed: Send + Sync {
+    /// Registers `node` (again, after a restart or an expiry) and returns each workspace's
+    /// current log head: where its polling starts.
+    async fn join(&self, node: &str) -> Result<Vec<(WorkspaceId, LogPos)>>;
+
+    /// Removes `node` (a graceful shutdown), so nobody waits for it.
+    async fn leave(&self, node: &str) -> Result<()>;
+
+    /// Change events after `after` (per workspace; a workspace missing there is read from its
+    /// start), at most `limit`.
+    async fn poll_changes(
+        &self,
+        after: &[(WorkspaceId, LogPos)],
+        limit: u32,
+    ) -> Result<PolledChanges>;
+
+    /// Records that `node` is alive and has applied every change committed before `through`.
+    async fn applied(&self, node: &str, through: Micros) -> Result<()>;
+
+    /// The database's clock: a change committed before a call returns is before this time.
+    async fn now(&self) -> Result<Micros>;
+
+    /// The other nodes that have heartbeat within `alive` but not applied through `t`.
+    async fn behind(&self, me: &str, t: Micros, alive: std::time::Duration) -> Result<Vec<String>>;
+}
+
 /// Everything Warren keeps in its database; one implementation per backend, opened by [`open`]
 /// and run through the one suite in `tests/meta_store.rs`, which pins every method's contract
 /// (concurrent appenders and pollers, lease fencing and sweeps included).
@@ -775,6 +824,12 @@ pub trait MetaStore:
 {
     /// Waits for pending writes and closes every connection.
     async fn close(&self);
+
+    /// The feed nodes sharing this database follow changes by; `None` for a database only one
+    /// process uses.
+    fn cluster_feed(&self) -> Option<&dyn ClusterFeed> {
+        None
+    }
 }
 #[cfg(test)]
 mod tests {

@@ -411,8 +411,13 @@ mod tests {
     use super::*;
 
     /// Columns only PostgreSQL's schema has: the per-workspace event position and its head
-    /// rows, which the copy derives, and a webhook's sending lease, which starts empty.
+    /// rows, which the copy derives; a webhook's sending lease, which starts empty; and the
+    /// nodes of a cluster, which register as they start.
     const POSTGRES_ONLY: &[(&str, &str)] = &[
+        ("cluster_nodes", "applied_through"),
+        ("cluster_nodes", "heartbeat_at"),
+        ("cluster_nodes", "id"),
+        ("cluster_nodes", "started_at"),
         ("event_heads", "at"),
         ("event_heads", "pos"),
         ("event_heads", "workspace_id"),

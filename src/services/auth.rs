@@ -155,6 +155,11 @@ impl Keys {
         let token = bearer
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::Unauthorized("Missing API key".into()))?;
+        if !self.coord.current().await {
+            return Err(Error::Busy(
+                "this node cannot confirm it is current with the cluster; retry shortly".into(),
+            ));
+        }
         let hash = self.hash(token);
         let cached = match self.cache.get(&hash) {
             Some(c) => c,
@@ -348,16 +353,12 @@ impl Keys {
                 reason,
             },
         );
-        let hash = self
-            .meta
+        self.meta
             .revoke_key(ws, id, &ev)
             .await?
             .ok_or_else(|| Error::NotFound(format!("Key not found: {id}")))?;
         self.coord
-            .publish(Change::KeyRevoked {
-                key: id.clone(),
-                hash,
-            })
+            .publish(Change::KeyRevoked { key: id.clone() })
             .await;
         Ok(())
     }
@@ -380,16 +381,13 @@ impl Keys {
                 key_id: id.to_string(),
             },
         );
-        let (old_hash, record) = self
+        let (_, record) = self
             .meta
             .rotate_key(ws, id, &self.hash(&plaintext), &prefix, &ev)
             .await?
             .ok_or_else(|| Error::NotFound(format!("Key not found: {id}")))?;
         self.coord
-            .publish(Change::KeyRevoked {
-                key: id.clone(),
-                hash: old_hash,
-            })
+            .publish(Change::KeyRevoked { key: id.clone() })
             .await;
         Ok((record, plaintext))
     }
@@ -400,11 +398,16 @@ impl Keys {
         self.running.hold(self.meta.as_ref(), caller, None).await
     }
 
-    /// Drops a key from the cache after its row was revoked (on a published
-    /// [`Change::KeyRevoked`]).
-    pub(crate) fn forget(&self, hash: &[u8; 32]) {
+    /// Drops a key from the cache after its row was revoked or rotated (on a
+    /// [`Change::KeyRevoked`], from this process or another). By id, since another process
+    /// knows only that: the cache is walked, which revocations are rare enough to afford.
+    pub(crate) fn forget(&self, key: &KeyId) {
         let mut epoch = self.epoch.lock().unwrap();
         *epoch += 1;
-        self.cache.invalidate(hash);
+        for (hash, cached) in &self.cache {
+            if &cached.key.id == key {
+                self.cache.invalidate(&*hash);
+            }
+        }
     }
 }

@@ -129,8 +129,8 @@ impl Namespaces {
         self.mark(&ws, &ns, true);
         match self.meta.delete_namespace(&ws, &ns, &ev, &key_event).await {
             Ok(Some(revoked)) => {
-                for (key, hash) in revoked {
-                    self.coord.publish(Change::KeyRevoked { key, hash }).await;
+                for (key, _) in revoked {
+                    self.coord.publish(Change::KeyRevoked { key }).await;
                 }
                 self.coord
                     .publish(Change::NamespaceDeleted { ws, ns })

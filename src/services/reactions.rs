@@ -21,8 +21,8 @@ pub(crate) struct Reactions {
 impl Reactor for Reactions {
     async fn apply(&self, change: &Change) {
         match change {
-            Change::KeyRevoked { key, hash } => {
-                self.keys.forget(hash);
+            Change::KeyRevoked { key } => {
+                self.keys.forget(key);
                 self.running.kill_key(key).await;
             }
             Change::NamespaceDeleted { ws, ns } => {
@@ -36,5 +36,9 @@ impl Reactor for Reactions {
                 self.exec.forget(ws, ns).await;
             }
         }
+    }
+
+    async fn fence(&self) {
+        self.running.kill_all().await;
     }
 }

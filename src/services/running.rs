@@ -147,6 +147,16 @@ impl Running {
         }
     }
 
+    /// How many execs and streams are registered.
+    pub fn count(&self) -> usize {
+        self.map.lock().unwrap().len()
+    }
+
+    /// Ends everything (this process can no longer tell which keys are still good).
+    pub async fn kill_all(&self) {
+        self.kill(|_| true).await;
+    }
+
     pub async fn kill_key(&self, key: &KeyId) {
         self.kill(|e| &e.key == key).await;
     }

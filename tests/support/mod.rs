@@ -52,6 +52,7 @@ pub fn config(dir: &Path) -> Config {
         retention: Default::default(),
         exec: ExecSettings::with_dir(dir.join("exec")),
         http: Default::default(),
+        cluster: Default::default(),
     }
 }
 
@@ -397,4 +398,71 @@ pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A loopback TCP relay (in front of PostgreSQL, say) that can be cut (every connection through it
+/// dropped, new ones refused) and healed: a database lost and back, for one server only.
+pub struct Gate {
+    pub addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<std::sync::Mutex<tokio_util::sync::CancellationToken>>,
+}
+
+impl Gate {
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gate = Gate {
+            addr: listener.local_addr().unwrap(),
+            open: Default::default(),
+            cut: Default::default(),
+        };
+        gate.open.store(true, Ordering::SeqCst);
+        let (open, cut) = (gate.open.clone(), gate.cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !open.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let token = cut.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        gate
+    }
+
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        let mut token = self.cut.lock().unwrap();
+        std::mem::take(&mut *token).cancel();
+    }
+
+    pub fn heal(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `url` (`scheme://user@host:port/db`) with its host and port replaced by this gate's.
+    pub fn route(&self, url: &str) -> String {
+        let (prefix, rest) = url.split_once('@').expect("a URL with user@host");
+        let (_, path) = rest.split_once('/').expect("a URL with a path");
+        format!("{prefix}@{}/{path}", self.addr)
+    }
+
+    /// The host and port of `url` (`scheme://user@host:port/db`).
+    pub fn upstream_of(url: &str) -> std::net::SocketAddr {
+        let (_, rest) = url.split_once('@').expect("a URL with user@host");
+        let (host_port, _) = rest.split_once('/').expect("a URL with a path");
+        host_port.parse().expect("host:port")
+    }
 }

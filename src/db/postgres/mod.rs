@@ -17,6 +17,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
 
 mod audit;
+mod cluster;
 mod events;
 mod keys;
 mod namespaces;
@@ -114,6 +115,10 @@ impl PgStore {
 impl MetaStore for PgStore {
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn cluster_feed(&self) -> Option<&dyn crate::db::ClusterFeed> {
+        Some(self)
     }
 }
 

@@ -1,0 +1,281 @@
+//! The coordinator of a node among several sharing one PostgreSQL database: the change feed
+//! crosses nodes, the rest is still per process.
+//!
+//! - **The feed.** Every change that must reach every node (a key revoked or rotated, a
+//!   namespace deleted, restored or purged) is already an event, committed with the change
+//!   itself. Each node polls the log for those events ([`ClusterFeed`]), applies them through
+//!   its reactor, and records how far it has applied them and that it is alive.
+//!   [`Coordinator::publish`] applies the change here, then waits until every live node has
+//!   applied past the change's commit, so a revocation returns only when no node accepts the
+//!   key and no node runs anything under it.
+//! - **Self-fencing.** A node that has not completed a poll for
+//!   [`ClusterSettings::fence_after`] cannot know what was revoked meanwhile: it refuses
+//!   authenticated requests ([`Coordinator::fenced`]) and ends everything it runs until a poll
+//!   succeeds again. Publishers stop waiting for a node whose heartbeat is older than
+//!   [`ClusterSettings::dead_after`], which is longer, so by then it has fenced itself. That
+//!   bounds a revocation by `dead_after` even with a node cut off.
+//! - **Locks, exec turns and leadership** are still those of [`InProcess`], per process.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+use warren_storage::{Namespace, NsPath, WorkspaceId};
+
+use super::{
+    Change, Coordinator, DeleteLock, Duty, ExecTurn, InProcess, Leadership, NamespaceLock, Reactor,
+    WriteLock,
+};
+use crate::db::{ClusterFeed, EventRecord, LogPos, MetaStore};
+use crate::ids::KeyId;
+
+/// The feed's timing.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterSettings {
+    /// How often a node polls for changes.
+    pub poll: Duration,
+    /// How long a node goes without a successful poll before it fences itself.
+    pub fence_after: Duration,
+    /// How long since its last heartbeat a node is still waited for; longer than
+    /// `fence_after`.
+    pub dead_after: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_millis(100),
+            fence_after: Duration::from_secs(2),
+            dead_after: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Changes read per poll.
+const POLL_LIMIT: u32 = 1000;
+/// How long a request waits for a catch-up poll when this node looks stale.
+const CATCH_UP: Duration = Duration::from_millis(500);
+/// How often a publisher checks whether the other nodes have caught up.
+const ACK_POLL: Duration = Duration::from_millis(5);
+
+pub struct Clustered {
+    local: Arc<InProcess>,
+    meta: Arc<dyn MetaStore>,
+    node: String,
+    settings: ClusterSettings,
+    /// When the last successful poll began (the node is current as of then).
+    current_at: Mutex<Instant>,
+    /// Where polling goes on from, per workspace; `None` until the node has joined. Shared by
+    /// the feed task and a request catching up.
+    heads: tokio::sync::Mutex<Option<Vec<(WorkspaceId, LogPos)>>>,
+}
+
+impl Clustered {
+    /// A coordinator for a node with a random id; its feed runs in [`Clustered::run`].
+    pub fn new(meta: Arc<dyn MetaStore>, settings: ClusterSettings) -> Arc<Self> {
+        let mut id = [0u8; 8];
+        rand::fill(&mut id);
+        Arc::new(Self {
+            local: InProcess::new(),
+            meta,
+            node: format!("node-{}", hex::encode(id)),
+            settings,
+            current_at: Mutex::new(Instant::now()),
+            heads: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    fn feed(&self) -> &dyn ClusterFeed {
+        self.meta
+            .cluster_feed()
+            .expect("a clustered coordinator runs on a database with a cluster feed")
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Follows the cluster's changes until `shutdown`, then leaves the cluster.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            match self.feed().join(&self.node).await {
+                Ok(heads) => {
+                    *self.heads.lock().await = Some(heads);
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot join the cluster yet"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.settings.poll) => {}
+            }
+        }
+        *self.current_at.lock().unwrap() = Instant::now();
+        let mut fenced = false;
+        loop {
+            // Bounded, so a poll hanging on a dead connection still lets the node fence.
+            match self.catch_up(self.settings.fence_after).await {
+                Ok(()) if fenced => {
+                    tracing::info!(node = %self.node, "current with the cluster again");
+                    fenced = false;
+                }
+                Ok(()) => {}
+                Err(why) => tracing::warn!(node = %self.node, %why, "cluster poll failed"),
+            }
+            // Only a poll that failed fences: one that was merely late has just caught up.
+            if !fenced && self.fenced() {
+                fenced = true;
+                tracing::warn!(node = %self.node, "lost the cluster: fenced, ending every exec");
+                if let Some(r) = self.local.reactor() {
+                    r.fence().await;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.settings.poll) => {}
+            }
+        }
+        if let Err(e) = self.feed().leave(&self.node).await {
+            tracing::warn!(node = %self.node, error = %e, "could not leave the cluster");
+        }
+    }
+
+    /// Polls once (within `limit`), applying what changed; on success the node is current as
+    /// of the poll's start.
+    async fn catch_up(&self, limit: Duration) -> Result<(), String> {
+        let started = Instant::now();
+        let mut heads = tokio::time::timeout(limit, self.heads.lock())
+            .await
+            .map_err(|_| "another poll is stuck".to_owned())?;
+        let heads = heads.as_mut().ok_or("not joined yet")?;
+        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), self.poll(heads)).await
+        {
+            Ok(Ok(())) => {
+                let mut at = self.current_at.lock().unwrap();
+                *at = (*at).max(started);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        }
+    }
+
+    /// One poll: apply what changed since `heads`, then record how far this node is.
+    async fn poll(&self, heads: &mut Vec<(WorkspaceId, LogPos)>) -> crate::db::Result<()> {
+        loop {
+            let polled = self.feed().poll_changes(heads, POLL_LIMIT).await?;
+            let full = polled.changes.len() as u32 == POLL_LIMIT;
+            if let Some(reactor) = self.local.reactor() {
+                for event in &polled.changes {
+                    if let Some(change) = change_of(event) {
+                        reactor.apply(&change).await;
+                    }
+                }
+            }
+            for event in &polled.changes {
+                match heads.iter_mut().find(|(ws, _)| *ws == event.workspace) {
+                    Some((_, pos)) => *pos = (*pos).max(event.seq),
+                    None => heads.push((event.workspace.clone(), event.seq)),
+                }
+            }
+            if !full {
+                return self.feed().applied(&self.node, polled.seen_through).await;
+            }
+        }
+    }
+}
+
+/// The change an event records, if it is one every node acts on.
+fn change_of(event: &EventRecord) -> Option<Change> {
+    let ns = || {
+        let ns = Namespace::parse(event.namespace.as_deref()?).ok()?;
+        Some((event.workspace.clone(), ns))
+    };
+    let key = || {
+        let data: serde_json::Value = serde_json::from_str(&event.data).ok()?;
+        Some(KeyId::from_string(data["key_id"].as_str()?.to_owned()))
+    };
+    match event.kind.as_str() {
+        "key.revoked" | "key.rotated" => Some(Change::KeyRevoked { key: key()? }),
+        "namespace.deleted" => ns().map(|(ws, ns)| Change::NamespaceDeleted { ws, ns }),
+        "namespace.restored" => ns().map(|(ws, ns)| Change::NamespaceRestored { ws, ns }),
+        "namespace.purged" => ns().map(|(ws, ns)| Change::NamespacePurged { ws, ns }),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Coordinator for Clustered {
+    async fn lock_write(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> WriteLock {
+        self.local.lock_write(ws, ns, path).await
+    }
+
+    async fn lock_delete(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> DeleteLock {
+        self.local.lock_delete(ws, ns, path).await
+    }
+
+    async fn lock_namespace(&self, ws: &WorkspaceId, ns: &Namespace) -> NamespaceLock {
+        self.local.lock_namespace(ws, ns).await
+    }
+
+    async fn exec_turn(&self, ws: &WorkspaceId, ns: &Namespace) -> ExecTurn {
+        self.local.exec_turn(ws, ns).await
+    }
+
+    async fn lead(&self, duty: Duty) -> Leadership {
+        self.local.lead(duty).await
+    }
+
+    /// Acts here, then waits (at most `dead_after` and a poll) for every live node to have
+    /// applied past the change. The change is already committed, as an event, by the caller.
+    async fn publish(&self, change: Change) {
+        self.local.publish(change.clone()).await;
+        let deadline = Instant::now() + self.settings.dead_after + self.settings.poll * 2;
+        let committed = loop {
+            match self.feed().now().await {
+                Ok(t) => break t,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "cannot read the database clock");
+                    tokio::time::sleep(ACK_POLL).await;
+                }
+                Err(e) => {
+                    tracing::warn!(?change, error = %e, "published without confirmation");
+                    return;
+                }
+            }
+        };
+        loop {
+            match self
+                .feed()
+                .behind(&self.node, committed, self.settings.dead_after)
+                .await
+            {
+                Ok(behind) if behind.is_empty() => return,
+                Ok(behind) if Instant::now() >= deadline => {
+                    tracing::warn!(?change, ?behind, "nodes did not confirm a change in time");
+                    return;
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    tracing::warn!(?change, error = %e, "published without confirmation");
+                    return;
+                }
+                _ => tokio::time::sleep(ACK_POLL).await,
+            }
+        }
+    }
+
+    fn set_reactor(&self, reactor: Weak<dyn Reactor>) {
+        self.local.set_reactor(reactor);
+    }
+
+    fn fenced(&self) -> bool {
+        self.current_at.lock().unwrap().elapsed() > self.settings.fence_after
+    }
+
+    /// A node that only looks stale (this process was too busy to poll, say) catches up here
+    /// rather than turn the request away.
+    async fn current(&self) -> bool {
+        !self.fenced() || (self.catch_up(CATCH_UP).await.is_ok() && !self.fenced())
+    }
+}

@@ -1,0 +1,257 @@
+//! Nodes sharing one PostgreSQL database and one store (feature `pg-tests`): a change made
+//! through any node holds on every node before the call that made it returns, and a node cut
+//! off from the database fences itself. Each test runs two in-process servers, as two nodes.
+#![cfg(feature = "pg-tests")]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+use support::{Client, Gate, TestServer};
+use warren::coord::ClusterSettings;
+
+/// Short timers, so a fenced node shows within the test.
+const SETTINGS: ClusterSettings = ClusterSettings {
+    poll: Duration::from_millis(50),
+    fence_after: Duration::from_millis(1000),
+    dead_after: Duration::from_millis(1500),
+};
+
+/// Two nodes on one new database and one store; node `b` reaches the database through `gate`
+/// when one is given.
+async fn pair(gate_b: bool) -> (TestServer, TestServer, Option<Gate>) {
+    let first = tempfile::tempdir().unwrap();
+    let database = support::database_url(first.path());
+    let storage = support::storage_url(first.path());
+    let node = |database: String, storage: String| {
+        move |d: &std::path::Path| warren::config::Config {
+            database_url: database.clone(),
+            storage_url: storage.clone(),
+            cluster: SETTINGS,
+            ..support::config(d)
+        }
+    };
+    let a = TestServer::start_with(first, node(database.clone(), storage.clone())).await;
+    let gate = if gate_b {
+        Some(Gate::start(Gate::upstream_of(&database)).await)
+    } else {
+        None
+    };
+    let b_database = gate
+        .as_ref()
+        .map_or(database.clone(), |g| g.route(&database));
+    let b = TestServer::start_with(tempfile::tempdir().unwrap(), node(b_database, storage)).await;
+    // Both are polling before the test begins.
+    wait_for("both nodes in the cluster", || async {
+        live_nodes(&a).await == 2
+    })
+    .await;
+    (a, b, gate)
+}
+
+/// The nodes polling the database `srv` uses.
+async fn live_nodes(srv: &TestServer) -> usize {
+    let feed = srv.services.meta.cluster_feed().unwrap();
+    let now = feed.now().await.unwrap();
+    // Every live node is behind a time far in the future.
+    let far = warren::ids::Micros(now.0 + 3_600_000_000);
+    feed.behind("nobody", far, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .len()
+}
+
+/// Polls `cond` until it holds, failing after 20 s.
+async fn wait_for<F, Fut>(what: &str, cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn key_id(srv: &TestServer, name: &str) -> String {
+    let keys = srv
+        .admin()
+        .get(&format!("/v1/workspaces/{}/keys", srv.ws))
+        .await;
+    keys.json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == name)
+        .unwrap()["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn status(c: &Client, path: &str) -> StatusCode {
+    c.read(path).await.status
+}
+
+/// Revoked through node B, a key's exec running on node A is dead, and A refuses the key
+/// (whose verification it had cached), before B's DELETE returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_on_one_node_ends_the_key_on_the_other_before_it_returns() {
+    let (a, b, _) = pair(false).await;
+    let key = a.mint("doomed", Some("rv")).await;
+    let on_a = a.client(&key, Some("rv"));
+    on_a.write("seen.txt", "x").await; // A has verified and cached the key
+    let exec = {
+        let on_a = on_a.clone();
+        tokio::spawn(async move { on_a.exec("sleep 30").await })
+    };
+    wait_for("the exec running on A", || async {
+        a.services.running.count() == 1
+    })
+    .await;
+
+    let id = key_id(&b, "doomed").await;
+    let started = Instant::now();
+    let r = b
+        .admin()
+        .delete(&format!("/v1/workspaces/{}/keys/{id}", b.ws))
+        .await;
+    let took = started.elapsed();
+    assert!(r.status.is_success(), "{:?}", r.json);
+    // Checked straight after the DELETE returned, before anything else can catch up.
+    assert_eq!(a.services.running.count(), 0, "A still runs the exec");
+    assert_eq!(status(&on_a, "seen.txt").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        exec.await.unwrap().status,
+        StatusCode::UNAUTHORIZED,
+        "the exec ended as revoked"
+    );
+    assert!(took < SETTINGS.dead_after, "the DELETE took {took:?}");
+}
+
+/// A key rotated through one node stops working on the other at once, and its new secret
+/// works there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotation_on_one_node_holds_on_the_other() {
+    let (a, b, _) = pair(false).await;
+    let key = a.mint("turning", Some("rot")).await;
+    let old_on_b = b.client(&key, Some("rot"));
+    assert_eq!(old_on_b.write("f.txt", "1").await.status, StatusCode::OK);
+    let id = key_id(&a, "turning").await;
+    let r = a
+        .admin()
+        .post(
+            &format!("/v1/workspaces/{}/keys/{id}/rotate", a.ws),
+            json!({}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.json);
+    assert_eq!(status(&old_on_b, "f.txt").await, StatusCode::UNAUTHORIZED);
+    let new_key = r.json["api_key"].as_str().unwrap();
+    assert_eq!(
+        status(&b.client(new_key, Some("rot")), "f.txt").await,
+        StatusCode::OK
+    );
+}
+
+/// A namespace deleted through one node is gone on the other when the call returns; restored
+/// through the other, it is back on the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_namespace_deleted_on_one_node_is_gone_on_the_other() {
+    let (a, b, _) = pair(false).await;
+    let alice = a.agent("alice").await;
+    alice.write("a.txt", "hello").await;
+    // A workspace-wide key: deleting the namespace does not revoke it.
+    let ops = a.mint("ops", None).await;
+    let read_on = |srv: &TestServer| {
+        let c = srv.client(&ops, Some("alice"));
+        async move { c.read("a.txt").await.status }
+    };
+    assert_eq!(read_on(&a).await, StatusCode::OK);
+    assert_eq!(read_on(&b).await, StatusCode::OK);
+
+    let ns_url = |srv: &TestServer| format!("/v1/workspaces/{}/namespaces/alice", srv.ws);
+    let r = b.admin().delete(&ns_url(&b)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    assert_eq!(read_on(&a).await, StatusCode::NOT_FOUND);
+
+    let r = a
+        .admin()
+        .post(&format!("{}/restore", ns_url(&a)), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    assert_eq!(read_on(&b).await, StatusCode::OK);
+}
+
+/// Node B cut off from the database fences itself: within its fence time it refuses
+/// authenticated requests (503) and ends its execs. A revocation through A meanwhile returns
+/// within the bound, not waiting on B forever. Healed, B catches up: the revoked key is 401
+/// there, the others work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_cut_off_fences_itself_and_does_not_hold_up_a_revocation() {
+    let (a, b, gate) = pair(true).await;
+    let gate = gate.unwrap();
+    let doomed = a.mint("doomed", Some("part")).await;
+    let keeper = a.mint("keeper", Some("part")).await;
+    let doomed_on_b = b.client(&doomed, Some("part"));
+    let keeper_on_b = b.client(&keeper, Some("part"));
+    keeper_on_b.write("k.txt", "k").await;
+    assert_eq!(status(&doomed_on_b, "k.txt").await, StatusCode::OK);
+    let exec = {
+        let c = doomed_on_b.clone();
+        tokio::spawn(async move { c.exec("sleep 30").await })
+    };
+    wait_for("the exec running on B", || async {
+        b.services.running.count() == 1
+    })
+    .await;
+
+    gate.cut();
+    let cut_at = Instant::now();
+    let id = key_id(&a, "doomed").await;
+    let r = a
+        .admin()
+        .delete(&format!("/v1/workspaces/{}/keys/{id}", a.ws))
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.json);
+    let bound = SETTINGS.dead_after + SETTINGS.poll * 4;
+    assert!(
+        cut_at.elapsed() < bound,
+        "the revocation waited {:?} for a node that was cut off",
+        cut_at.elapsed()
+    );
+    // By then B has fenced itself: the cached key is refused, the exec is over.
+    assert!(b.services.coord.fenced(), "B did not fence itself");
+    let r = doomed_on_b.read("k.txt").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.json);
+    assert!(!r.detail().is_empty());
+    let ended = exec.await.unwrap();
+    assert_ne!(ended.status, StatusCode::OK, "{:?}", ended.json);
+    assert_eq!(b.services.running.count(), 0);
+
+    gate.heal();
+    wait_for("B current again", || async { !b.services.coord.fenced() }).await;
+    assert_eq!(
+        status(&doomed_on_b, "k.txt").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(status(&keeper_on_b, "k.txt").await, StatusCode::OK);
+}
+
+/// A node that could not poll because its process was busy (its runtime blocked past the
+/// fence time), while the database was there all along, catches up on the next request
+/// instead of refusing it, and ends nothing.
+#[tokio::test]
+async fn a_node_that_was_only_busy_catches_up_instead_of_fencing() {
+    let (a, _b, _) = pair(false).await;
+    let agent = a.agent("busy").await;
+    agent.write("f.txt", "f").await;
+    // Blocks this test's one runtime thread, which both nodes' tasks run on.
+    std::thread::sleep(SETTINGS.fence_after + Duration::from_millis(300));
+    assert!(a.services.coord.fenced(), "the node looks stale");
+    assert_eq!(status(&agent, "f.txt").await, StatusCode::OK);
+    assert!(!a.services.coord.fenced());
+}
