@@ -144,6 +144,10 @@ pub struct ServeArgs {
     /// longest-idle connection is closed to admit a new one.
     #[arg(long, env = "WARREN_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// The `file://` storage is a filesystem every node sharing the PostgreSQL database
+    /// mounts alike (NFS, say). Without it, a `postgres://` database needs `s3://` storage.
+    #[arg(long, env = "WARREN_SHARED_STORAGE")]
+    pub shared_storage: bool,
     #[command(flatten)]
     pub exec: ExecArgs,
 }
@@ -260,6 +264,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// How nodes sharing a PostgreSQL database follow one another's changes.
     pub cluster: crate::coord::ClusterSettings,
+    /// `--shared-storage`: a `file://` store that every node sees alike.
+    pub shared_storage: bool,
 }
 
 impl Config {
@@ -297,7 +303,35 @@ impl Config {
                 max_connections: args.max_connections.max(1),
             },
             cluster: Default::default(),
+            shared_storage: args.shared_storage,
         })
+    }
+
+    /// A `postgres://` database may be shared by several nodes, which must then agree on what
+    /// no database row carries: the secret keys are hashed with (or a key minted on one node
+    /// fails on the next), and the storage the bytes are in. So it needs `WARREN_SECRET`, and
+    /// storage every node reaches: `s3://`, or `file://` declared shared.
+    pub fn check_shareable(&self) -> Result<(), String> {
+        if !self.database_url.starts_with("postgres") {
+            return Ok(());
+        }
+        if self.secret.is_none() {
+            return Err(
+                "a PostgreSQL database needs WARREN_SECRET, the key-hashing secret \
+                        every node sharing it must have alike"
+                    .into(),
+            );
+        }
+        let shared = self.storage_url.starts_with("s3://")
+            || (self.storage_url.starts_with("file://") && self.shared_storage);
+        if !shared {
+            return Err(format!(
+                "a PostgreSQL database needs storage every node reaches: s3://…, or a file:// \
+                 directory on a shared filesystem declared with --shared-storage (got {})",
+                self.storage_url
+            ));
+        }
+        Ok(())
     }
 }
 

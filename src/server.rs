@@ -57,6 +57,7 @@ impl Server {
 
     /// Starts on an already opened blob store (tests use this to inject storage faults).
     pub async fn start_with_blobs(config: &Config, blobs: BlobStore) -> Result<Self, BoxError> {
+        config.check_shareable()?;
         let nofile = crate::http::serve::raise_nofile_limit();
         secure_data_dir(config)?;
         let meta = crate::db::open(&config.database_url).await?;
@@ -74,7 +75,7 @@ impl Server {
         // Nodes sharing the database follow one another's changes; one process alone acts on
         // its own.
         let cluster = meta
-            .cluster_feed()
+            .cluster_store()
             .is_some()
             .then(|| crate::coord::Clustered::new(Arc::clone(&meta), config.cluster));
         let coord: Arc<dyn crate::coord::Coordinator> = match &cluster {

@@ -53,7 +53,7 @@ async fn pair(gate_b: bool) -> (TestServer, TestServer, Option<Gate>) {
 
 /// The nodes polling the database `srv` uses.
 async fn live_nodes(srv: &TestServer) -> usize {
-    let feed = srv.services.meta.cluster_feed().unwrap();
+    let feed = srv.services.meta.cluster_store().unwrap();
     let now = feed.now().await.unwrap();
     // Every live node is behind a time far in the future.
     let far = warren::ids::Micros(now.0 + 3_600_000_000);
@@ -254,4 +254,70 @@ async fn a_node_that_was_only_busy_catches_up_instead_of_fencing() {
     assert!(a.services.coord.fenced(), "the node looks stale");
     assert_eq!(status(&agent, "f.txt").await, StatusCode::OK);
     assert!(!a.services.coord.fenced());
+}
+
+/// Every node of a cluster must hash keys alike and reach the same bytes, so a server on
+/// PostgreSQL refuses to start without `WARREN_SECRET`, or with storage that only it sees.
+#[tokio::test]
+async fn a_shareable_database_needs_a_shared_secret_and_shared_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = support::database_url(dir.path());
+    let serve = |secret: Option<&str>, extra: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", &database])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(extra)
+            .env_remove("WARREN_SECRET")
+            .env_remove("WARREN_STORAGE")
+            .env_remove("WARREN_SHARED_STORAGE")
+            .kill_on_drop(true);
+        if let Some(s) = secret {
+            cmd.env("WARREN_SECRET", s);
+        }
+        cmd.output()
+    };
+    for (secret, extra, why) in [
+        (None, &[][..], "WARREN_SECRET"),
+        (
+            Some("a-secret-a-secret-a-secret-a-secret-0"),
+            &[][..],
+            "--shared-storage",
+        ),
+        (
+            Some("a-secret-a-secret-a-secret-a-secret-0"),
+            &["--storage", "memory://"][..],
+            "--shared-storage",
+        ),
+    ] {
+        let out = serve(secret, extra).await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started with {secret:?} {extra:?}");
+        assert!(stderr.contains(why), "{stderr}");
+    }
+}
+
+/// Execs on one namespace take turns across the cluster, and each sees what the one before it
+/// committed on the other node: a read-modify-write counter bumped by execs spread over both
+/// nodes at once ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn execs_on_one_namespace_take_turns_across_nodes() {
+    let (a, b, _) = pair(false).await;
+    let key = a.mint("counter", Some("count")).await;
+    let on = [a.client(&key, Some("count")), b.client(&key, Some("count"))];
+    on[0].write("c", "0").await;
+    let runs: Vec<_> = (0..8)
+        .map(|i| {
+            let c = on[i % 2].clone();
+            tokio::spawn(async move {
+                c.sh("n=$(cat workspace/c); sleep 0.05; echo $((n+1)) > workspace/c")
+                    .await
+            })
+        })
+        .collect();
+    for r in runs {
+        r.await.unwrap();
+    }
+    assert_eq!(on[1].read("c").await.json["content"], "8\n");
+    assert_eq!(on[0].sh("cat workspace/c").await, "8\n");
 }

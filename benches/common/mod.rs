@@ -43,6 +43,8 @@ pub async fn start(dir: &Path) -> Bench {
         exec: ExecSettings::with_dir(dir.join("exec")),
         http: Default::default(),
         cluster: Default::default(),
+        // Every test node runs on this host, so its directory is shared by all of them.
+        shared_storage: true,
     };
     let server = Server::start(&config).await.unwrap();
     let base = format!("http://{}", server.local_addr().unwrap());

@@ -3,7 +3,7 @@
 //!
 //! - **The feed.** Every change that must reach every node (a key revoked or rotated, a
 //!   namespace deleted, restored or purged) is already an event, committed with the change
-//!   itself. Each node polls the log for those events ([`ClusterFeed`]), applies them through
+//!   itself. Each node polls the log for those events ([`ClusterStore`]), applies them through
 //!   its reactor, and records how far it has applied them and that it is alive.
 //!   [`Coordinator::publish`] applies the change here, then waits until every live node has
 //!   applied past the change's commit, so a revocation returns only when no node accepts the
@@ -14,7 +14,8 @@
 //!   succeeds again. Publishers stop waiting for a node whose heartbeat is older than
 //!   [`ClusterSettings::dead_after`], which is longer, so by then it has fenced itself. That
 //!   bounds a revocation by `dead_after` even with a node cut off.
-//! - **Locks, exec turns and leadership** are still those of [`InProcess`], per process.
+//! - **Exec turns** span the cluster: a session-level advisory lock per namespace.
+//! - **Tree locks and leadership** are still those of [`InProcess`], per process.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -25,9 +26,9 @@ use warren_storage::{Namespace, NsPath, WorkspaceId};
 
 use super::{
     Change, Coordinator, DeleteLock, Duty, ExecTurn, InProcess, Leadership, NamespaceLock, Reactor,
-    WriteLock,
+    Unavailable, WriteLock,
 };
-use crate::db::{ClusterFeed, EventRecord, LogPos, MetaStore};
+use crate::db::{ClusterStore, EventRecord, LogPos, MetaStore};
 use crate::ids::KeyId;
 
 /// The feed's timing.
@@ -86,9 +87,9 @@ impl Clustered {
         })
     }
 
-    fn feed(&self) -> &dyn ClusterFeed {
+    fn feed(&self) -> &dyn ClusterStore {
         self.meta
-            .cluster_feed()
+            .cluster_store()
             .expect("a clustered coordinator runs on a database with a cluster feed")
     }
 
@@ -219,8 +220,20 @@ impl Coordinator for Clustered {
         self.local.lock_namespace(ws, ns).await
     }
 
-    async fn exec_turn(&self, ws: &WorkspaceId, ns: &Namespace) -> ExecTurn {
-        self.local.exec_turn(ws, ns).await
+    /// This process's turn first, so at most one of its execs per namespace waits on the
+    /// database; then the cluster's, on a session held until the turn ends. The exec reads
+    /// the namespace's generation after this, so it sees what the previous holder, on
+    /// whichever node, committed before letting go.
+    async fn exec_turn(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<ExecTurn, Unavailable> {
+        let local = self.local.exec_turn(ws, ns).await?;
+        let cluster = self
+            .feed()
+            .exec_lock(ws, ns)
+            .await
+            .map_err(|e| Unavailable(format!("cannot take the namespace's exec turn: {e}")))?;
+        Ok(ExecTurn {
+            _held: Box::new((local, cluster)),
+        })
     }
 
     async fn lead(&self, duty: Duty) -> Leadership {

@@ -8,7 +8,8 @@ use warren_storage::{Namespace, NsPath, WorkspaceId};
 
 use super::tree_lock::TreeLocks;
 use super::{
-    Change, Coordinator, DeleteLock, Duty, ExecTurn, Leadership, NamespaceLock, Reactor, WriteLock,
+    Change, Coordinator, DeleteLock, Duty, ExecTurn, Leadership, NamespaceLock, Reactor,
+    Unavailable, WriteLock,
 };
 
 #[derive(Default)]
@@ -60,10 +61,10 @@ impl Coordinator for InProcess {
         }
     }
 
-    async fn exec_turn(&self, ws: &WorkspaceId, ns: &Namespace) -> ExecTurn {
-        ExecTurn {
+    async fn exec_turn(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<ExecTurn, Unavailable> {
+        Ok(ExecTurn {
             _held: Box::new(self.locks.exec_turn(ws, ns).await),
-        }
+        })
     }
 
     async fn lead(&self, _duty: Duty) -> Leadership {
@@ -132,11 +133,12 @@ mod tests {
         let coord = InProcess::new();
         let (ws, a) = names("a");
         let (_, b) = names("b");
-        let held = coord.exec_turn(&ws, &a).await;
+        let held = coord.exec_turn(&ws, &a).await.unwrap();
         // Another namespace's turn comes at once; the same namespace's waits.
         tokio::time::timeout(Duration::from_secs(1), coord.exec_turn(&ws, &b))
             .await
-            .expect("another namespace does not wait");
+            .expect("another namespace does not wait")
+            .unwrap();
         let waiting = {
             let coord = Arc::clone(&coord);
             let (ws, a) = (ws.clone(), a.clone());

@@ -63,6 +63,12 @@ pub trait Reactor: Send + Sync {
     async fn fence(&self);
 }
 
+/// Coordination that cannot be had now (the database is unreachable, say); retrying later may
+/// succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
 /// A background duty that one process at a time performs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Duty {
@@ -81,8 +87,9 @@ pub trait Coordinator: Send + Sync + 'static {
     /// The whole namespace, exclusively: a sync-back, restore, reindex or snapshot.
     async fn lock_namespace(&self, ws: &WorkspaceId, ns: &Namespace) -> NamespaceLock;
 
-    /// Waits for this namespace's turn to run an exec.
-    async fn exec_turn(&self, ws: &WorkspaceId, ns: &Namespace) -> ExecTurn;
+    /// Waits for this namespace's turn to run an exec (among every process sharing the
+    /// namespace), which fails only when that cannot be arranged now.
+    async fn exec_turn(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<ExecTurn, Unavailable>;
 
     /// Waits until this process leads `duty`.
     async fn lead(&self, duty: Duty) -> Leadership;

@@ -775,11 +775,20 @@ pub struct PolledChanges {
     pub changes: Vec<EventRecord>,
 }
 
-/// How the nodes sharing one database follow one another's changes: each polls the event log
-/// for [`CLUSTER_CHANGE_TYPES`] and records, with a heartbeat, how far it has applied them; a
-/// node that made a change waits for the others to pass it. Only a shared database has one.
+/// What the nodes sharing one database need from it beyond the records: a feed of changes
+/// (each node polls the event log for [`CLUSTER_CHANGE_TYPES`] and records, with a heartbeat,
+/// how far it has applied them; a node that made a change waits for the others to pass it),
+/// and locks that span the nodes. Only a shareable database has one.
 #[async_trait]
-pub trait ClusterFeed: Send + Sync {
+pub trait ClusterStore: Send + Sync {
+    /// Waits for the namespace's cluster-wide exec turn: held until the returned guard drops.
+    /// On a session of its own, so a waiting exec takes no pooled connection.
+    async fn exec_lock(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+    ) -> Result<Box<dyn std::any::Any + Send + Sync>>;
+
     /// Registers `node` (again, after a restart or an expiry) and returns each workspace's
     /// current log head: where its polling starts.
     async fn join(&self, node: &str) -> Result<Vec<(WorkspaceId, LogPos)>>;
@@ -825,9 +834,9 @@ pub trait MetaStore:
     /// Waits for pending writes and closes every connection.
     async fn close(&self);
 
-    /// The feed nodes sharing this database follow changes by; `None` for a database only one
+    /// What nodes sharing this database coordinate through; `None` for a database only one
     /// process uses.
-    fn cluster_feed(&self) -> Option<&dyn ClusterFeed> {
+    fn cluster_store(&self) -> Option<&dyn ClusterStore> {
         None
     }
 }

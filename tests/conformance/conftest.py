@@ -57,6 +57,10 @@ def start_warren(data_dir: Path, extra_env: dict | None = None) -> Warren:
     database = {}
     if os.environ.get("WARREN_TEST_PG_URL"):
         database["WARREN_DATABASE"] = pg_database_for(data_dir)
+        # What a shareable database requires (every node of a cluster alike).
+        database["WARREN_SECRET"] = "conformance-secret-conformance-secret-0"
+        if not os.environ.get("WARREN_STORAGE"):
+            database["WARREN_SHARED_STORAGE"] = "true"
     env = {
         **os.environ,
         **database,

@@ -53,6 +53,8 @@ pub fn config(dir: &Path) -> Config {
         exec: ExecSettings::with_dir(dir.join("exec")),
         http: Default::default(),
         cluster: Default::default(),
+        // Every test node runs on this host, so its directory is shared by all of them.
+        shared_storage: true,
     }
 }
 

@@ -1,11 +1,68 @@
-//! ClusterFeed on PostgreSQL: the change events are read by position, which per workspace
+//! ClusterStore on PostgreSQL: the change events are read by position, which per workspace
 //! follows commit order (see `event_heads`), so a poll never skips a change that commits late.
 
 use super::*;
-use crate::db::{CLUSTER_CHANGE_TYPES, ClusterFeed, PolledChanges};
+use crate::db::{CLUSTER_CHANGE_TYPES, ClusterStore, PolledChanges};
+
+/// A session holding advisory locks; closing it releases them.
+struct SessionLock(Option<sqlx::PgConnection>);
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        let Some(conn) = self.0.take() else { return };
+        // A graceful close where a runtime is at hand; otherwise the socket just closes, and
+        // the server ends the session (and its locks) when it notices.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = sqlx::Connection::close(conn).await;
+            });
+        }
+    }
+}
+
+/// The advisory-lock key of a namespace's exec turn: 64 bits of a hash of its names (keys are
+/// per database, and this one holds only Warren).
+fn exec_lock_key(ws: &WorkspaceId, ns: &Namespace) -> i64 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"warren/exec-turn/v1\0");
+    h.update(ws.as_str());
+    h.update(b"\0");
+    h.update(ns.as_str());
+    let d = h.finalize();
+    i64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+}
 
 #[async_trait]
-impl ClusterFeed for PgStore {
+impl ClusterStore for PgStore {
+    async fn exec_lock(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+    ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+        let key = exec_lock_key(ws, ns);
+        let opts = self.opts.clone();
+        // On a task of its own: if the caller goes away while waiting, the lock granted later
+        // is released at once rather than left on a session nobody closes.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let locked = async {
+                let mut conn =
+                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts).await?;
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(key)
+                    .execute(&mut conn)
+                    .await?;
+                Ok::<_, sqlx::Error>(SessionLock(Some(conn)))
+            };
+            let _ = tx.send(locked.await);
+        });
+        let lock = rx
+            .await
+            .map_err(|_| Error::Unavailable("the lock task ended".into()))??;
+        Ok(Box::new(lock))
+    }
+
     async fn join(&self, node: &str) -> Result<Vec<(WorkspaceId, LogPos)>> {
         sqlx::query(
             "INSERT INTO cluster_nodes (id, started_at, heartbeat_at, applied_through)

@@ -58,6 +58,8 @@ const WRITES_PER_CALL: usize = 256;
 
 pub struct PgStore {
     pool: PgPool,
+    /// For sessions of their own (cluster-wide locks held across an exec).
+    opts: PgConnectOptions,
     /// Bumped after this process commits events; pollers of the log wait on it (events other
     /// processes commit reach them by polling).
     appended: tokio::sync::watch::Sender<u64>,
@@ -83,11 +85,12 @@ impl PgStore {
             // The ping before each checkout is a round trip on every request; a broken
             // connection fails its first statement instead, and the pool replaces it.
             .test_before_acquire(false)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         Ok(Self {
             pool,
+            opts,
             appended: tokio::sync::watch::Sender::new(0),
             queue: WriteQueue::default(),
             turns: Arc::new(tokio::sync::Semaphore::new(COMMIT_TURNS)),
@@ -117,7 +120,7 @@ impl MetaStore for PgStore {
         self.pool.close().await;
     }
 
-    fn cluster_feed(&self) -> Option<&dyn crate::db::ClusterFeed> {
+    fn cluster_store(&self) -> Option<&dyn crate::db::ClusterStore> {
         Some(self)
     }
 }
