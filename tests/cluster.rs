@@ -17,38 +17,59 @@ const SETTINGS: ClusterSettings = ClusterSettings {
     poll: Duration::from_millis(50),
     fence_after: Duration::from_millis(1000),
     dead_after: Duration::from_millis(1500),
+    lease: Duration::from_millis(1500),
 };
 
-/// Two nodes on one new database and one store; node `b` reaches the database through `gate`
-/// when one is given.
+/// Two nodes on one new database and one store; node `b` reaches the database through a gate
+/// when `gate_b`.
 async fn pair(gate_b: bool) -> (TestServer, TestServer, Option<Gate>) {
+    let (a, b, _, gate) = pair_with(false, gate_b, |_| {}).await;
+    (a, b, gate)
+}
+
+/// Two nodes with `adjust`ed settings, each through a gate when asked.
+async fn pair_with(
+    gate_a: bool,
+    gate_b: bool,
+    adjust: fn(&mut warren::config::Config),
+) -> (TestServer, TestServer, Option<Gate>, Option<Gate>) {
     let first = tempfile::tempdir().unwrap();
     let database = support::database_url(first.path());
     let storage = support::storage_url(first.path());
-    let node = |database: String, storage: String| {
-        move |d: &std::path::Path| warren::config::Config {
-            database_url: database.clone(),
-            storage_url: storage.clone(),
-            cluster: SETTINGS,
-            ..support::config(d)
+    let gate = |on: bool| {
+        let database = database.clone();
+        async move {
+            match on {
+                true => Some(Gate::start(Gate::upstream_of(&database)).await),
+                false => None,
+            }
         }
     };
-    let a = TestServer::start_with(first, node(database.clone(), storage.clone())).await;
-    let gate = if gate_b {
-        Some(Gate::start(Gate::upstream_of(&database)).await)
-    } else {
-        None
+    let (gate_a, gate_b) = (gate(gate_a).await, gate(gate_b).await);
+    let node = |gate: &Option<Gate>| {
+        let database = gate
+            .as_ref()
+            .map_or(database.clone(), |g| g.route(&database));
+        let storage = storage.clone();
+        move |d: &std::path::Path| {
+            let mut c = warren::config::Config {
+                database_url: database.clone(),
+                storage_url: storage.clone(),
+                cluster: SETTINGS,
+                ..support::config(d)
+            };
+            adjust(&mut c);
+            c
+        }
     };
-    let b_database = gate
-        .as_ref()
-        .map_or(database.clone(), |g| g.route(&database));
-    let b = TestServer::start_with(tempfile::tempdir().unwrap(), node(b_database, storage)).await;
+    let a = TestServer::start_with(first, node(&gate_a)).await;
+    let b = TestServer::start_with(tempfile::tempdir().unwrap(), node(&gate_b)).await;
     // Both are polling before the test begins.
     wait_for("both nodes in the cluster", || async {
         live_nodes(&a).await == 2
     })
     .await;
-    (a, b, gate)
+    (a, b, gate_a, gate_b)
 }
 
 /// The nodes polling the database `srv` uses.
@@ -320,4 +341,83 @@ async fn execs_on_one_namespace_take_turns_across_nodes() {
     }
     assert_eq!(on[1].read("c").await.json["content"], "8\n");
     assert_eq!(on[0].sh("cat workspace/c").await, "8\n");
+}
+
+/// The holder of the retention lease, and its token, read in the database of the pair whose
+/// first node is `srv`.
+async fn retention_lease(srv: &TestServer) -> Option<(String, i64)> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&support::database_url(srv.dir.path()))
+        .await
+        .unwrap();
+    sqlx::query_as("SELECT holder, token FROM leases WHERE name = 'retention'")
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// The retention sweeps run on one node, the lease holder. Cut off from the database, it loses
+/// the lease; the other node takes it within the lease term and purges a namespace deleted
+/// meanwhile, once, with its proof.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_node_sweeps_and_another_takes_over_when_it_is_cut_off() {
+    let (a, b, gate_a, gate_b) = pair_with(true, true, |c| {
+        c.retention.purge_after = Duration::from_millis(300);
+        c.retention.sweep_interval = Duration::from_millis(100);
+    })
+    .await;
+    wait_for("a retention leader", || async {
+        retention_lease(&a).await.is_some()
+    })
+    .await;
+    let (holder, token) = retention_lease(&a).await.unwrap();
+    let ids = [
+        a.services.coord.node().unwrap(),
+        b.services.coord.node().unwrap(),
+    ];
+    assert!(
+        ids.contains(&holder.as_str()),
+        "{holder} is not a live node"
+    );
+    // Cut the leader off; the other node deletes a namespace and waits for its purge.
+    let (leader_gate, other) = if holder == ids[0] {
+        (gate_a.as_ref().unwrap(), &b)
+    } else {
+        (gate_b.as_ref().unwrap(), &a)
+    };
+    let tenant = other.agent("brief").await;
+    tenant.write("f.txt", "f").await;
+    leader_gate.cut();
+    let cut_at = Instant::now();
+    let r = other
+        .admin()
+        .delete(&format!("/v1/workspaces/{}/namespaces/brief", other.ws))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    let purged = || async {
+        let feed = other
+            .admin()
+            .get(&format!(
+                "/v1/workspaces/{}/events?types=namespace.purged",
+                other.ws
+            ))
+            .await;
+        feed.json["events"].as_array().unwrap().clone()
+    };
+    wait_for("the purge by the new leader", || async {
+        !purged().await.is_empty()
+    })
+    .await;
+    assert!(
+        cut_at.elapsed() < SETTINGS.lease * 3,
+        "took over after {:?}",
+        cut_at.elapsed()
+    );
+    let events = purged().await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["data"]["objects"], 1, "{events:?}");
+    let (new_holder, new_token) = retention_lease(&a).await.unwrap();
+    assert_eq!(Some(new_holder.as_str()), other.services.coord.node());
+    assert!(new_token > token, "a new reign has a new token");
+    leader_gate.heal();
 }

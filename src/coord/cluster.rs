@@ -15,7 +15,9 @@
 //!   [`ClusterSettings::dead_after`], which is longer, so by then it has fenced itself. That
 //!   bounds a revocation by `dead_after` even with a node cut off.
 //! - **Exec turns** span the cluster: a session-level advisory lock per namespace.
-//! - **Tree locks and leadership** are still those of [`InProcess`], per process.
+//! - **Leadership** of the retention sweeps is a lease row (webhook delivery runs on every
+//!   node, each attempt claimed by one).
+//! - **Tree locks** are still those of [`InProcess`], per process.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -41,6 +43,8 @@ pub struct ClusterSettings {
     /// How long since its last heartbeat a node is still waited for; longer than
     /// `fence_after`.
     pub dead_after: Duration,
+    /// How long a duty's leader holds its lease unrenewed (it renews every third of it).
+    pub lease: Duration,
 }
 
 impl Default for ClusterSettings {
@@ -49,6 +53,7 @@ impl Default for ClusterSettings {
             poll: Duration::from_millis(100),
             fence_after: Duration::from_secs(2),
             dead_after: Duration::from_secs(3),
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -91,10 +96,6 @@ impl Clustered {
         self.meta
             .cluster_store()
             .expect("a clustered coordinator runs on a database with a cluster feed")
-    }
-
-    pub fn node(&self) -> &str {
-        &self.node
     }
 
     /// Follows the cluster's changes until `shutdown`, then leaves the cluster.
@@ -236,8 +237,64 @@ impl Coordinator for Clustered {
         })
     }
 
+    /// Webhook delivery runs on every node (each attempt is claimed by one). The retention
+    /// sweeps run on the holder of a lease: taken when free or expired, renewed every third
+    /// of its term, and given up as lost once a renewal fails or a term passes unrenewed.
     async fn lead(&self, duty: Duty) -> Leadership {
-        self.local.lead(duty).await
+        let name = match duty {
+            Duty::WebhookDelivery => return self.local.lead(duty).await,
+            Duty::Retention => "retention",
+        };
+        let term = self.settings.lease;
+        loop {
+            match self.feed().acquire_lease(name, &self.node, term).await {
+                Ok(Some(token)) => {
+                    tracing::info!(node = %self.node, duty = name, token, "leading");
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(duty = name, error = %e, "cannot take a lease"),
+            }
+            tokio::time::sleep(term / 3).await;
+        }
+        let lost = CancellationToken::new();
+        let renewing = CancellationToken::new();
+        let meta = Arc::clone(&self.meta);
+        let node = self.node.clone();
+        tokio::spawn({
+            let (lost, renewing) = (lost.clone(), renewing.clone());
+            async move {
+                let feed = || meta.cluster_store().expect("a cluster store");
+                let mut renewed = Instant::now();
+                loop {
+                    tokio::select! {
+                        () = renewing.cancelled() => break,
+                        () = tokio::time::sleep(term / 3) => {}
+                    }
+                    match feed().acquire_lease(name, &node, term).await {
+                        Ok(Some(_)) => renewed = Instant::now(),
+                        Ok(None) => break,
+                        // Unreachable: still the leader until the term would have run out.
+                        Err(e) if renewed.elapsed() < term * 2 / 3 => {
+                            tracing::warn!(duty = name, error = %e, "cannot renew a lease");
+                            continue;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                lost.cancel();
+                if renewing.is_cancelled() {
+                    // Stepping down on purpose: let the next leader start at once.
+                    let _ = feed().release_lease(name, &node).await;
+                } else {
+                    tracing::warn!(node = %node, duty = name, "lost the lease");
+                }
+            }
+        });
+        Leadership {
+            lost,
+            _held: Box::new(renewing.drop_guard()),
+        }
     }
 
     /// Acts here, then waits (at most `dead_after` and a poll) for every live node to have
@@ -280,6 +337,10 @@ impl Coordinator for Clustered {
 
     fn set_reactor(&self, reactor: Weak<dyn Reactor>) {
         self.local.set_reactor(reactor);
+    }
+
+    fn node(&self) -> Option<&str> {
+        Some(&self.node)
     }
 
     fn fenced(&self) -> bool {

@@ -108,6 +108,11 @@ pub trait Coordinator: Send + Sync + 'static {
         false
     }
 
+    /// This process's id among the nodes of a cluster; `None` alone.
+    fn node(&self) -> Option<&str> {
+        None
+    }
+
     /// Whether this process may serve an authenticated request now: not fenced, or able to
     /// catch up at once.
     async fn current(&self) -> bool {

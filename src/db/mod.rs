@@ -789,6 +789,18 @@ pub trait ClusterStore: Send + Sync {
         ns: &Namespace,
     ) -> Result<Box<dyn std::any::Any + Send + Sync>>;
 
+    /// Takes or renews the lease `name` for `holder` for `ttl`, if it is free, expired or
+    /// already `holder`'s; returns its token (unchanged while one holder renews), or `None`.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<i64>>;
+
+    /// Gives the lease up, if `holder` has it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+
     /// Registers `node` (again, after a restart or an expiry) and returns each workspace's
     /// current log head: where its polling starts.
     async fn join(&self, node: &str) -> Result<Vec<(WorkspaceId, LogPos)>>;

@@ -412,7 +412,7 @@ mod tests {
 
     /// Columns only PostgreSQL's schema has: the per-workspace event position and its head
     /// rows, which the copy derives; a webhook's sending lease, which starts empty; and the
-    /// nodes of a cluster, which register as they start.
+    /// nodes of a cluster and their duty leases, which they take as they start.
     const POSTGRES_ONLY: &[(&str, &str)] = &[
         ("cluster_nodes", "applied_through"),
         ("cluster_nodes", "heartbeat_at"),
@@ -422,6 +422,10 @@ mod tests {
         ("event_heads", "pos"),
         ("event_heads", "workspace_id"),
         ("events", "pos"),
+        ("leases", "expires_at"),
+        ("leases", "holder"),
+        ("leases", "name"),
+        ("leases", "token"),
         ("webhooks", "busy_until"),
     ];
 

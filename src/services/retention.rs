@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use warren_storage::{BlobStore, Namespace, NsPath, WorkspaceId};
 
-use crate::coord::{Coordinator, Duty};
+use crate::coord::{Coordinator, Duty, Leadership};
 use crate::db::{self, MetaStore, Swept};
 use crate::ids::Micros;
 
@@ -128,13 +128,41 @@ pub async fn run(
     settings: RetentionSettings,
     shutdown: CancellationToken,
 ) {
-    let leading = tokio::select! {
-        l = coord.lead(Duty::Retention) => l,
-        _ = shutdown.cancelled() => return,
-    };
+    // Leadership can be lost (another node's lease took over): then wait to lead again.
+    loop {
+        let leading = tokio::select! {
+            l = coord.lead(Duty::Retention) => l,
+            _ = shutdown.cancelled() => return,
+        };
+        if !sweep_while_leading(
+            &*meta,
+            &blobs,
+            &namespaces,
+            &snapshots,
+            &settings,
+            &shutdown,
+            &leading,
+        )
+        .await
+        {
+            return;
+        }
+    }
+}
+
+/// Runs the sweeps every `sweep_interval` until shutdown (`false`) or lost leadership (`true`).
+async fn sweep_while_leading(
+    meta: &dyn MetaStore,
+    blobs: &BlobStore,
+    namespaces: &crate::services::Namespaces,
+    snapshots: &crate::services::Snapshots,
+    settings: &RetentionSettings,
+    shutdown: &CancellationToken,
+    leading: &Leadership,
+) -> bool {
     loop {
         match namespaces
-            .purge_expired(&blobs, settings.purge_after, Micros::now(), false)
+            .purge_expired(blobs, settings.purge_after, Micros::now(), false)
             .await
         {
             Ok(done) => {
@@ -152,7 +180,7 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "snapshot expiry sweep failed"),
         }
-        match sweep_orphans(&*meta, &blobs, settings.orphan_grace, Micros::now(), false).await {
+        match sweep_orphans(meta, blobs, settings.orphan_grace, Micros::now(), false).await {
             Ok(r) if r.orphans > 0 => tracing::info!(
                 orphans = r.orphans,
                 bytes = r.bytes,
@@ -162,7 +190,7 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
         }
-        match sweep(&*meta, settings.events, Micros::now(), false).await {
+        match sweep(meta, settings.events, Micros::now(), false).await {
             Ok(s) if s != Swept::default() => tracing::info!(
                 events = s.events,
                 deliveries = s.deliveries,
@@ -173,8 +201,8 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = leading.lost() => return,
+            _ = shutdown.cancelled() => return false,
+            _ = leading.lost() => return true,
             _ = tokio::time::sleep(settings.sweep_interval) => {}
         }
     }

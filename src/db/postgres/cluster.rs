@@ -63,6 +63,32 @@ impl ClusterStore for PgStore {
         Ok(Box::new(lock))
     }
 
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO leases AS l (name, holder, token, expires_at)
+             VALUES ($1, $2, 1, warren_now() + $3)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+               expires_at = excluded.expires_at,
+               token = CASE WHEN l.holder = excluded.holder THEN l.token ELSE l.token + 1 END
+             WHERE l.holder = excluded.holder OR l.expires_at < warren_now()
+             RETURNING token",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(ttl.as_micros() as i64)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        sqlx::query("UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn join(&self, node: &str) -> Result<Vec<(WorkspaceId, LogPos)>> {
         sqlx::query(
             "INSERT INTO cluster_nodes (id, started_at, heartbeat_at, applied_through)
