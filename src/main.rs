@@ -62,13 +62,17 @@ async fn reindex(args: ReindexArgs) -> Result<(), warren::server::BoxError> {
             WorkspaceId::parse(&ws)?
         }
     };
-    // The lock is this process's own: the offline reindex relies on the replacement being one
-    // transaction, not on excluding the server's writers.
+    // On a shared database the namespace lock is the cluster's, so the reindex excludes the
+    // writers of every node; on SQLite it is this process's own, and the reindex relies on the
+    // replacement being one transaction.
     use warren::coord::Coordinator;
-    let lock = warren::coord::InProcess::new()
-        .lock_namespace(&ws, &ns)
-        .await;
+    let coord: std::sync::Arc<dyn Coordinator> = match meta.cluster_store() {
+        Some(_) => warren::coord::Clustered::new(meta.clone(), Default::default()),
+        None => warren::coord::InProcess::new(),
+    };
+    let lock = coord.lock_namespace(&ws, &ns).await?;
     let report = warren::services::reindex::reindex(meta.as_ref(), &blobs, &lock).await?;
+    drop(lock);
     meta.close().await;
     println!(
         "reindexed {ws}/{ns}: {} files, {} bytes, {} skipped",

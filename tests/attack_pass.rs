@@ -426,7 +426,7 @@ async fn a_stored_link_too_long_for_the_host_does_not_break_exec() {
         target: "t".repeat(5000),
         mtime: warren::ids::Micros::now(),
     };
-    let lock = srv.services.coord.lock_namespace(&ws, &ns).await;
+    let lock = srv.services.coord.lock_namespace(&ws, &ns).await.unwrap();
     srv.services
         .meta
         .commit_tree_ops(&lock, &[op], &[])

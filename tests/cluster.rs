@@ -27,6 +27,91 @@ async fn pair(gate_b: bool) -> (TestServer, TestServer, Option<Gate>) {
     (a, b, gate)
 }
 
+/// An object store whose live-file publishes return only some time after the bytes are in
+/// place: it widens the window between a write's publish and its commit.
+#[derive(Debug)]
+struct SlowPublish(std::sync::Arc<dyn object_store::ObjectStore>);
+
+impl std::fmt::Display for SlowPublish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SlowPublish({})", self.0)
+    }
+}
+
+impl SlowPublish {
+    async fn linger(location: &object_store::path::Path) {
+        if location.as_ref().contains("/files/") {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for SlowPublish {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        let r = self.0.put_opts(location, payload, opts).await;
+        Self::linger(location).await;
+        r
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.0.get_opts(location, options).await
+    }
+    async fn delete(&self, location: &object_store::path::Path) -> object_store::Result<()> {
+        self.0.delete(location).await
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.0.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+    async fn copy(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+    ) -> object_store::Result<()> {
+        self.0.copy(from, to).await
+    }
+    async fn rename(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+    ) -> object_store::Result<()> {
+        let r = self.0.rename(from, to).await;
+        Self::linger(to).await;
+        r
+    }
+    async fn copy_if_not_exists(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+    ) -> object_store::Result<()> {
+        self.0.copy_if_not_exists(from, to).await
+    }
+}
+
 /// Two nodes with `adjust`ed settings, each through a gate when asked.
 async fn pair_with(
     gate_a: bool,
@@ -64,12 +149,43 @@ async fn pair_with(
     };
     let a = TestServer::start_with(first, node(&gate_a)).await;
     let b = TestServer::start_with(tempfile::tempdir().unwrap(), node(&gate_b)).await;
-    // Both are polling before the test begins.
+    settle(&a).await;
+    (a, b, gate_a, gate_b)
+}
+
+/// Waits until both nodes of the pair `a` is in are polling.
+async fn settle(a: &TestServer) {
     wait_for("both nodes in the cluster", || async {
-        live_nodes(&a).await == 2
+        live_nodes(a).await == 2
     })
     .await;
-    (a, b, gate_a, gate_b)
+}
+
+/// A pair whose node `a` publishes live files slowly (see [`SlowPublish`]).
+async fn slow_pair() -> (TestServer, TestServer) {
+    let first = tempfile::tempdir().unwrap();
+    let node = {
+        let (database, storage) = (
+            support::database_url(first.path()),
+            support::storage_url(first.path()),
+        );
+        move |d: &std::path::Path| warren::config::Config {
+            database_url: database.clone(),
+            storage_url: storage.clone(),
+            cluster: SETTINGS,
+            ..support::config(d)
+        }
+    };
+    let config = node(first.path());
+    let opened = warren_storage::BlobStore::open(&config.storage_url).unwrap();
+    let slow = warren_storage::BlobStore::new(
+        std::sync::Arc::new(SlowPublish(std::sync::Arc::clone(opened.object_store()))),
+        opened.layout().root().clone(),
+    );
+    let a = TestServer::start_with_blobs(first, config, slow).await;
+    let b = TestServer::start_with(tempfile::tempdir().unwrap(), node).await;
+    settle(&a).await;
+    (a, b)
 }
 
 /// The nodes polling the database `srv` uses.
@@ -420,4 +536,59 @@ async fn one_node_sweeps_and_another_takes_over_when_it_is_cut_off() {
     assert_eq!(Some(new_holder.as_str()), other.services.coord.node());
     assert!(new_token > token, "a new reign has a new token");
     leader_gate.heal();
+}
+
+/// Writes of one path through both nodes at once stay whole: afterwards the listed size, the
+/// downloaded bytes and the content agree (no row describing the other node's bytes). And a
+/// delete of a directory on one node while the other writes below it leaves no listed file
+/// without its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_tree_changes_through_two_nodes_stay_whole() {
+    let (a, b) = slow_pair().await;
+    let key = a.mint("racer", Some("race")).await;
+    let on = [a.client(&key, Some("race")), b.client(&key, Some("race"))];
+    // Rounds of one write through each node at once (node a's publish lingers, so without
+    // a lock that spans the nodes b's write lands between a's publish and a's commit).
+    for round in 1..=10 {
+        let writes: Vec<_> = on
+            .iter()
+            .enumerate()
+            .map(|(n, c)| {
+                let c = c.clone();
+                let size = round * 100 + n * 7;
+                tokio::spawn(async move { c.upload("same.bin", vec![b'x'; size]).await.status })
+            })
+            .collect();
+        for w in writes {
+            assert_eq!(w.await.unwrap(), StatusCode::OK);
+        }
+        for c in &on {
+            let listed = c.list("workspace/", true).await;
+            let entry = &listed.json["entries"][0];
+            let bytes = c.download("same.bin").await.bytes;
+            assert_eq!(entry["size_bytes"], bytes.len(), "round {round}: {entry}");
+        }
+    }
+
+    let rounds: Vec<_> = (0..10)
+        .map(|i| {
+            let (writer, deleter) = (on[i % 2].clone(), on[(i + 1) % 2].clone());
+            tokio::spawn(async move {
+                let w = writer.write(&format!("d/x{i}"), "x").await.status;
+                let d = deleter.remove("d").await.status;
+                (w, d)
+            })
+        })
+        .collect();
+    for r in rounds {
+        r.await.unwrap();
+    }
+    for c in &on {
+        for path in c.paths("workspace/", true).await {
+            let rel = path.trim_start_matches("workspace/");
+            if rel.starts_with("d/") {
+                assert_eq!(c.download(rel).await.status, StatusCode::OK, "{path}");
+            }
+        }
+    }
 }

@@ -416,7 +416,12 @@ async fn downloads_over_100_mb_are_cut_and_flagged() {
         mtime: Micros::now(),
         sha256: written.sha256,
     };
-    let lock = srv.services.coord.lock_write(&ws, &ns, &file.path).await;
+    let lock = srv
+        .services
+        .coord
+        .lock_write(&ws, &ns, &file.path)
+        .await
+        .unwrap();
     srv.services
         .meta
         .commit_write(&lock, &file, &ev)
@@ -886,7 +891,8 @@ async fn reindex_skips_a_file_that_is_also_a_directory() {
     }
     let lock = warren::coord::InProcess::new()
         .lock_namespace(&ws, &ns)
-        .await;
+        .await
+        .unwrap();
     let report = warren::services::reindex::reindex(meta.as_ref(), &blobs, &lock)
         .await
         .unwrap();

@@ -56,7 +56,7 @@ fn coord() -> &'static InProcess {
 }
 
 async fn lock_write(ws: &WorkspaceId, ns: &Namespace, file: &FileWrite) -> WriteLock {
-    coord().lock_write(ws, ns, &file.path).await
+    coord().lock_write(ws, ns, &file.path).await.unwrap()
 }
 
 /// Commits `file` in `ns` under its write lock, as the file service does.
@@ -72,11 +72,11 @@ async fn commit_file(
 }
 
 async fn lock_delete(ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> DeleteLock {
-    coord().lock_delete(ws, ns, path).await
+    coord().lock_delete(ws, ns, path).await.unwrap()
 }
 
 async fn lock_namespace(ws: &WorkspaceId, ns: &Namespace) -> NamespaceLock {
-    coord().lock_namespace(ws, ns).await
+    coord().lock_namespace(ws, ns).await.unwrap()
 }
 
 async fn setup(store: &dyn MetaStore) {

@@ -17,7 +17,8 @@
 //! - **Exec turns** span the cluster: a session-level advisory lock per namespace.
 //! - **Leadership** of the retention sweeps is a lease row (webhook delivery runs on every
 //!   node, each attempt claimed by one).
-//! - **Tree locks** are still those of [`InProcess`], per process.
+//! - **Tree locks** are this process's and then the cluster's (advisory locks on pooled
+//!   sessions kept for them), in one order everywhere.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -90,6 +91,16 @@ impl Clustered {
             current_at: Mutex::new(Instant::now()),
             heads: tokio::sync::Mutex::new(None),
         })
+    }
+
+    async fn tree_locks(
+        &self,
+        locks: &[(String, bool)],
+    ) -> Result<Box<dyn std::any::Any + Send + Sync>, Unavailable> {
+        self.feed()
+            .hold_locks(locks)
+            .await
+            .map_err(|e| Unavailable(format!("cannot take a tree lock: {e}")))
     }
 
     fn feed(&self) -> &dyn ClusterStore {
@@ -188,6 +199,15 @@ impl Clustered {
     }
 }
 
+/// The cluster-wide lock names of the tree locks (see `tree_lock.rs` for what each guards).
+fn namespace_lock(ws: &WorkspaceId, ns: &Namespace) -> String {
+    format!("tree/ns/{ws}/{ns}")
+}
+
+fn subtree_lock(ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> String {
+    format!("tree/sub/{ws}/{ns}/{}", super::top(path))
+}
+
 /// The change an event records, if it is one every node acts on.
 fn change_of(event: &EventRecord) -> Option<Change> {
     let ns = || {
@@ -209,16 +229,64 @@ fn change_of(event: &EventRecord) -> Option<Change> {
 
 #[async_trait]
 impl Coordinator for Clustered {
-    async fn lock_write(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> WriteLock {
-        self.local.lock_write(ws, ns, path).await
+    /// Each tree lock is this process's (so its own operations queue in memory) and then the
+    /// cluster's: the same locks, shared or exclusive alike, as advisory locks taken in the
+    /// same outermost-first order on every node.
+    async fn lock_write(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        path: &NsPath,
+    ) -> Result<WriteLock, Unavailable> {
+        let local = self.local.lock_write(ws, ns, path).await?;
+        let cluster = self
+            .tree_locks(&[
+                (namespace_lock(ws, ns), false),
+                (subtree_lock(ws, ns, path), false),
+                (format!("tree/path/{ws}/{ns}/{path}"), true),
+            ])
+            .await?;
+        Ok(WriteLock {
+            ws: ws.clone(),
+            ns: ns.clone(),
+            path: path.clone(),
+            _held: Box::new((local, cluster)),
+        })
     }
 
-    async fn lock_delete(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> DeleteLock {
-        self.local.lock_delete(ws, ns, path).await
+    async fn lock_delete(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        path: &NsPath,
+    ) -> Result<DeleteLock, Unavailable> {
+        let local = self.local.lock_delete(ws, ns, path).await?;
+        let cluster = self
+            .tree_locks(&[
+                (namespace_lock(ws, ns), false),
+                (subtree_lock(ws, ns, path), true),
+            ])
+            .await?;
+        Ok(DeleteLock {
+            ws: ws.clone(),
+            ns: ns.clone(),
+            path: path.clone(),
+            _held: Box::new((local, cluster)),
+        })
     }
 
-    async fn lock_namespace(&self, ws: &WorkspaceId, ns: &Namespace) -> NamespaceLock {
-        self.local.lock_namespace(ws, ns).await
+    async fn lock_namespace(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+    ) -> Result<NamespaceLock, Unavailable> {
+        let local = self.local.lock_namespace(ws, ns).await?;
+        let cluster = self.tree_locks(&[(namespace_lock(ws, ns), true)]).await?;
+        Ok(NamespaceLock {
+            ws: ws.clone(),
+            ns: ns.clone(),
+            _held: Box::new((local, cluster)),
+        })
     }
 
     /// This process's turn first, so at most one of its execs per namespace waits on the

@@ -35,30 +35,44 @@ impl InProcess {
 
 #[async_trait]
 impl Coordinator for InProcess {
-    async fn lock_write(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> WriteLock {
-        WriteLock {
+    async fn lock_write(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        path: &NsPath,
+    ) -> Result<WriteLock, Unavailable> {
+        Ok(WriteLock {
             _held: Box::new(self.locks.write(ws, ns, path).await),
             ws: ws.clone(),
             ns: ns.clone(),
             path: path.clone(),
-        }
+        })
     }
 
-    async fn lock_delete(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> DeleteLock {
-        DeleteLock {
+    async fn lock_delete(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        path: &NsPath,
+    ) -> Result<DeleteLock, Unavailable> {
+        Ok(DeleteLock {
             _held: Box::new(self.locks.delete(ws, ns, path).await),
             ws: ws.clone(),
             ns: ns.clone(),
             path: path.clone(),
-        }
+        })
     }
 
-    async fn lock_namespace(&self, ws: &WorkspaceId, ns: &Namespace) -> NamespaceLock {
-        NamespaceLock {
+    async fn lock_namespace(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+    ) -> Result<NamespaceLock, Unavailable> {
+        Ok(NamespaceLock {
             _held: Box::new(self.locks.namespace(ws, ns).await),
             ws: ws.clone(),
             ns: ns.clone(),
-        }
+        })
     }
 
     async fn exec_turn(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<ExecTurn, Unavailable> {

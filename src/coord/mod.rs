@@ -20,6 +20,8 @@ mod cluster;
 mod local;
 mod tree_lock;
 
+pub(crate) use tree_lock::top;
+
 use std::any::Any;
 use std::sync::Weak;
 
@@ -78,14 +80,29 @@ pub enum Duty {
 
 #[async_trait]
 pub trait Coordinator: Send + Sync + 'static {
-    /// Held by a file write from publishing its bytes to committing its index row.
-    async fn lock_write(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> WriteLock;
+    /// Held by a file write from publishing its bytes to committing its index row. Locks
+    /// fail only when they cannot be arranged now (an unreachable database).
+    async fn lock_write(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        path: &NsPath,
+    ) -> Result<WriteLock, Unavailable>;
 
     /// Held by a delete from committing the index to removing its objects.
-    async fn lock_delete(&self, ws: &WorkspaceId, ns: &Namespace, path: &NsPath) -> DeleteLock;
+    async fn lock_delete(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        path: &NsPath,
+    ) -> Result<DeleteLock, Unavailable>;
 
     /// The whole namespace, exclusively: a sync-back, restore, reindex or snapshot.
-    async fn lock_namespace(&self, ws: &WorkspaceId, ns: &Namespace) -> NamespaceLock;
+    async fn lock_namespace(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+    ) -> Result<NamespaceLock, Unavailable>;
 
     /// Waits for this namespace's turn to run an exec (among every process sharing the
     /// namespace), which fails only when that cannot be arranged now.

@@ -1,5 +1,5 @@
 //! The locks behind [`super::InProcess`]: mutual exclusion for tree mutations within this
-//! process.
+//! process. [`super::Clustered`] takes the same locks again across the nodes of a cluster.
 //!
 //! A write publishes bytes at a natural key and then commits the index; a delete commits the
 //! index and then removes bytes. Interleaved badly, two writers of one path could commit in the
@@ -96,7 +96,8 @@ fn key(ws: &WorkspaceId, ns: &Namespace, s: &str) -> Key {
     (ws.clone(), ns.clone(), s.to_owned())
 }
 
-fn top(path: &NsPath) -> &str {
+/// The subtree a path's locks are taken on: its first component.
+pub(crate) fn top(path: &NsPath) -> &str {
     debug_assert!(!path.is_root());
     path.components().next().unwrap_or_default()
 }

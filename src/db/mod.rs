@@ -781,6 +781,14 @@ pub struct PolledChanges {
 /// and locks that span the nodes. Only a shareable database has one.
 #[async_trait]
 pub trait ClusterStore: Send + Sync {
+    /// Takes the named locks, in order, shared or exclusive (`true`), for every node sharing
+    /// the database; held until the returned guard drops. For short holds (a write's publish
+    /// and commit): on sessions kept for locks.
+    async fn hold_locks(
+        &self,
+        locks: &[(String, bool)],
+    ) -> Result<Box<dyn std::any::Any + Send + Sync>>;
+
     /// Waits for the namespace's cluster-wide exec turn: held until the returned guard drops.
     /// On a session of its own, so a waiting exec takes no pooled connection.
     async fn exec_lock(

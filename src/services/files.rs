@@ -129,7 +129,15 @@ impl Files {
             }
         }
 
-        let lock = self.coord.lock_write(ws, ns, path).await;
+        let lock = match self.coord.lock_write(ws, ns, path).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                if let Err(e) = writer.abort().await {
+                    tracing::warn!(error = %e, "could not abort an upload");
+                }
+                return Err(e.into());
+            }
+        };
         let written = match writer.finish().await {
             Ok(w) => w,
             Err(e) => {
@@ -307,7 +315,7 @@ impl Files {
             Some(ns),
             Event::FileDeleted { path: path.wire() },
         );
-        let lock = self.coord.lock_delete(ws, ns, path).await;
+        let lock = self.coord.lock_delete(ws, ns, path).await?;
         let removed = self
             .meta
             .commit_delete(&lock, &ev)

@@ -71,6 +71,13 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Coordination that cannot be had now is worth a retry, like a busy database.
+impl From<crate::coord::Unavailable> for Error {
+    fn from(e: crate::coord::Unavailable) -> Self {
+        Error::Busy(e.to_string())
+    }
+}
+
 impl From<NameError> for Error {
     fn from(e: NameError) -> Self {
         Error::BadRequest(e.to_string())

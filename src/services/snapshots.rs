@@ -156,7 +156,7 @@ impl Snapshots {
         let ws = &caller.key.workspace;
         let id = new_id();
         let (written, file_count) = {
-            let _lock = self.coord.lock_namespace(ws, ns).await;
+            let _lock = self.coord.lock_namespace(ws, ns).await?;
             let tree = self.meta.tree(ws, ns).await?;
             let file_count = tree.iter().filter(|e| e.kind == EntryKind::File).count() as u64;
             let entries = tree
@@ -339,7 +339,7 @@ impl Snapshots {
         .map_err(archive_error)?;
 
         // 2. Swap, holding the namespace.
-        let lock = self.coord.lock_namespace(ws, ns).await;
+        let lock = self.coord.lock_namespace(ws, ns).await?;
         let now = Micros::now();
         let mut set_aside = Vec::new();
         let mut published = Vec::new();

@@ -20,21 +20,88 @@ impl Drop for SessionLock {
     }
 }
 
-/// The advisory-lock key of a namespace's exec turn: 64 bits of a hash of its names (keys are
-/// per database, and this one holds only Warren).
-fn exec_lock_key(ws: &WorkspaceId, ns: &Namespace) -> i64 {
+/// Pooled sessions holding advisory locks, unlocked (or, failing that, closed) when dropped.
+struct PooledLocks(Option<sqlx::pool::PoolConnection<Postgres>>);
+
+impl Drop for PooledLocks {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let unlocked = sqlx::query("SELECT pg_advisory_unlock_all()")
+                        .execute(&mut *conn)
+                        .await;
+                    if unlocked.is_err() {
+                        // Never back to the pool still locked: closing ends the session.
+                        drop(conn.detach());
+                    }
+                });
+            }
+            Err(_) => drop(conn.detach()),
+        }
+    }
+}
+
+/// The advisory-lock key for a lock name: 64 bits of its hash (keys are per database, and
+/// this one holds only Warren).
+fn lock_key(name: &str) -> i64 {
     use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(b"warren/exec-turn/v1\0");
-    h.update(ws.as_str());
-    h.update(b"\0");
-    h.update(ns.as_str());
-    let d = h.finalize();
+    let d = sha2::Sha256::digest(format!("warren/lock/v1\0{name}"));
     i64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+/// The advisory-lock key of a namespace's exec turn.
+fn exec_lock_key(ws: &WorkspaceId, ns: &Namespace) -> i64 {
+    lock_key(&format!("exec/{ws}/{ns}"))
 }
 
 #[async_trait]
 impl ClusterStore for PgStore {
+    async fn hold_locks(
+        &self,
+        locks: &[(String, bool)],
+    ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+        let keys: Vec<i64> = locks.iter().map(|(name, _)| lock_key(name)).collect();
+        let exclusive: Vec<bool> = locks.iter().map(|(_, x)| *x).collect();
+        let sessions = self.lock_sessions.clone();
+        // On a task of its own, as for the exec turn: locks granted to a caller that went
+        // away are let go, not kept by a pooled session.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let locked = async {
+                let mut conn = sessions.acquire().await?;
+                // In the order given (every caller names them outermost first, so no two
+                // sessions wait on each other).
+                let taken = sqlx::query(
+                    "SELECT CASE WHEN l.x THEN pg_advisory_lock(l.k)
+                                 ELSE pg_advisory_lock_shared(l.k) END
+                     FROM unnest($1::bigint[], $2::boolean[]) WITH ORDINALITY AS l (k, x, i)
+                     ORDER BY l.i",
+                )
+                .bind(&keys)
+                .bind(&exclusive)
+                .execute(&mut *conn)
+                .await;
+                match taken {
+                    Ok(_) => Ok(PooledLocks(Some(conn))),
+                    Err(e) => {
+                        // Some may be held: the session goes, not back to the pool.
+                        drop(conn.detach());
+                        Err(e)
+                    }
+                }
+            };
+            let _ = tx.send(locked.await);
+        });
+        let guard = rx
+            .await
+            .map_err(|_| Error::Unavailable("the lock task ended".into()))??;
+        Ok(Box::new(guard))
+    }
+
     async fn exec_lock(
         &self,
         ws: &WorkspaceId,

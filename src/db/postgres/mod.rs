@@ -60,6 +60,9 @@ pub struct PgStore {
     pool: PgPool,
     /// For sessions of their own (cluster-wide locks held across an exec).
     opts: PgConnectOptions,
+    /// Sessions that hold the short cluster-wide tree locks; apart from `pool`, so lock
+    /// waiters never take the connections the lock holders need to commit.
+    lock_sessions: PgPool,
     /// Bumped after this process commits events; pollers of the log wait on it (events other
     /// processes commit reach them by polling).
     appended: tokio::sync::watch::Sender<u64>,
@@ -88,9 +91,15 @@ impl PgStore {
             .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        let lock_sessions = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .connect_lazy_with(opts.clone());
         Ok(Self {
             pool,
             opts,
+            lock_sessions,
             appended: tokio::sync::watch::Sender::new(0),
             queue: WriteQueue::default(),
             turns: Arc::new(tokio::sync::Semaphore::new(COMMIT_TURNS)),
@@ -117,6 +126,15 @@ impl PgStore {
 #[async_trait]
 impl MetaStore for PgStore {
     async fn close(&self) {
+        // A lock still held (its guard outliving the store) must not keep the close waiting:
+        // closing the sessions ends the locks anyway.
+        let sessions = self.lock_sessions.close();
+        if tokio::time::timeout(Duration::from_secs(2), sessions)
+            .await
+            .is_err()
+        {
+            tracing::warn!("closed with cluster locks still held");
+        }
         self.pool.close().await;
     }
 

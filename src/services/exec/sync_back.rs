@@ -26,7 +26,7 @@ impl Exec {
     ) -> Result<Vec<(String, String)>> {
         let ws = &caller.key.workspace;
         let upper = overlay.upper().map_err(internal)?;
-        let lock = self.coord.lock_namespace(ws, ns).await;
+        let lock = self.coord.lock_namespace(ws, ns).await?;
         let plan = plan(&scan.changes, wc.nodes());
         let now = Micros::now();
         let ns_event = |e: Event| event(Some(caller), ws, Some(ns), e);
