@@ -1,5 +1,5 @@
-//! The coordinator of a node among several sharing one PostgreSQL database: the change feed
-//! crosses nodes, the rest is still per process.
+//! The coordinator of a node among several sharing one PostgreSQL database: what
+//! [`InProcess`] arranges within a process, arranged across the nodes.
 //!
 //! - **The feed.** Every change that must reach every node (a key revoked or rotated, a
 //!   namespace deleted, restored or purged) is already an event, committed with the change
@@ -97,22 +97,22 @@ impl Clustered {
         &self,
         locks: &[(String, bool)],
     ) -> Result<Box<dyn std::any::Any + Send + Sync>, Unavailable> {
-        self.feed()
+        self.store()
             .hold_locks(locks)
             .await
             .map_err(|e| Unavailable(format!("cannot take a tree lock: {e}")))
     }
 
-    fn feed(&self) -> &dyn ClusterStore {
+    fn store(&self) -> &dyn ClusterStore {
         self.meta
             .cluster_store()
-            .expect("a clustered coordinator runs on a database with a cluster feed")
+            .expect("a clustered coordinator runs on a database with a cluster store")
     }
 
     /// Follows the cluster's changes until `shutdown`, then leaves the cluster.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            match self.feed().join(&self.node).await {
+            match self.store().join(&self.node).await {
                 Ok(heads) => {
                     *self.heads.lock().await = Some(heads);
                     break;
@@ -149,7 +149,7 @@ impl Clustered {
                 () = tokio::time::sleep(self.settings.poll) => {}
             }
         }
-        if let Err(e) = self.feed().leave(&self.node).await {
+        if let Err(e) = self.store().leave(&self.node).await {
             tracing::warn!(node = %self.node, error = %e, "could not leave the cluster");
         }
     }
@@ -177,7 +177,7 @@ impl Clustered {
     /// One poll: apply what changed since `heads`, then record how far this node is.
     async fn poll(&self, heads: &mut Vec<(WorkspaceId, LogPos)>) -> crate::db::Result<()> {
         loop {
-            let polled = self.feed().poll_changes(heads, POLL_LIMIT).await?;
+            let polled = self.store().poll_changes(heads, POLL_LIMIT).await?;
             let full = polled.changes.len() as u32 == POLL_LIMIT;
             if let Some(reactor) = self.local.reactor() {
                 for event in &polled.changes {
@@ -193,7 +193,7 @@ impl Clustered {
                 }
             }
             if !full {
-                return self.feed().applied(&self.node, polled.seen_through).await;
+                return self.store().applied(&self.node, polled.seen_through).await;
             }
         }
     }
@@ -296,7 +296,7 @@ impl Coordinator for Clustered {
     async fn exec_turn(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<ExecTurn, Unavailable> {
         let local = self.local.exec_turn(ws, ns).await?;
         let cluster = self
-            .feed()
+            .store()
             .exec_lock(ws, ns)
             .await
             .map_err(|e| Unavailable(format!("cannot take the namespace's exec turn: {e}")))?;
@@ -315,7 +315,7 @@ impl Coordinator for Clustered {
         };
         let term = self.settings.lease;
         loop {
-            match self.feed().acquire_lease(name, &self.node, term).await {
+            match self.store().acquire_lease(name, &self.node, term).await {
                 Ok(Some(token)) => {
                     tracing::info!(node = %self.node, duty = name, token, "leading");
                     break;
@@ -332,14 +332,14 @@ impl Coordinator for Clustered {
         tokio::spawn({
             let (lost, renewing) = (lost.clone(), renewing.clone());
             async move {
-                let feed = || meta.cluster_store().expect("a cluster store");
+                let store = || meta.cluster_store().expect("a cluster store");
                 let mut renewed = Instant::now();
                 loop {
                     tokio::select! {
                         () = renewing.cancelled() => break,
                         () = tokio::time::sleep(term / 3) => {}
                     }
-                    match feed().acquire_lease(name, &node, term).await {
+                    match store().acquire_lease(name, &node, term).await {
                         Ok(Some(_)) => renewed = Instant::now(),
                         Ok(None) => break,
                         // Unreachable: still the leader until the term would have run out.
@@ -353,7 +353,7 @@ impl Coordinator for Clustered {
                 lost.cancel();
                 if renewing.is_cancelled() {
                     // Stepping down on purpose: let the next leader start at once.
-                    let _ = feed().release_lease(name, &node).await;
+                    let _ = store().release_lease(name, &node).await;
                 } else {
                     tracing::warn!(node = %node, duty = name, "lost the lease");
                 }
@@ -371,7 +371,7 @@ impl Coordinator for Clustered {
         self.local.publish(change.clone()).await;
         let deadline = Instant::now() + self.settings.dead_after + self.settings.poll * 2;
         let committed = loop {
-            match self.feed().now().await {
+            match self.store().now().await {
                 Ok(t) => break t,
                 Err(e) if Instant::now() < deadline => {
                     tracing::warn!(error = %e, "cannot read the database clock");
@@ -385,7 +385,7 @@ impl Coordinator for Clustered {
         };
         loop {
             match self
-                .feed()
+                .store()
                 .behind(&self.node, committed, self.settings.dead_after)
                 .await
             {

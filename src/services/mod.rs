@@ -74,7 +74,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Coordination that cannot be had now is worth a retry, like a busy database.
 impl From<crate::coord::Unavailable> for Error {
     fn from(e: crate::coord::Unavailable) -> Self {
-        Error::Busy(e.to_string())
+        tracing::warn!(why = %e, "coordination could not be had; the client may retry");
+        Error::Busy("The service is busy; retry shortly".into())
     }
 }
 

@@ -1,5 +1,6 @@
 //! ClusterStore on PostgreSQL: the change events are read by position, which per workspace
-//! follows commit order (see `event_heads`), so a poll never skips a change that commits late.
+//! follows commit order (see `event_heads`), so a poll never skips a change that commits late;
+//! cluster-wide locks are session-level advisory locks; duty leases are rows.
 
 use super::*;
 use crate::db::{CLUSTER_CHANGE_TYPES, ClusterStore, PolledChanges};
@@ -157,6 +158,10 @@ impl ClusterStore for PgStore {
     }
 
     async fn join(&self, node: &str) -> Result<Vec<(WorkspaceId, LogPos)>> {
+        // Rows of nodes gone for a day (crashed, never to leave) are only clutter.
+        sqlx::query("DELETE FROM cluster_nodes WHERE heartbeat_at < warren_now() - 86400000000")
+            .execute(&self.pool)
+            .await?;
         sqlx::query(
             "INSERT INTO cluster_nodes (id, started_at, heartbeat_at, applied_through)
              VALUES ($1, warren_now(), warren_now(), warren_now())

@@ -153,11 +153,7 @@ impl Exec {
             .running
             .hold(self.meta.as_ref(), caller, Some(ns))
             .await?;
-        let _turn = self
-            .coord
-            .exec_turn(ws, ns)
-            .await
-            .map_err(|e| Error::Busy(e.to_string()))?;
+        let _turn = self.coord.exec_turn(ws, ns).await?;
         let slot = self.warm.slot(ws, ns);
         let mut copy = slot.copy.lock().await;
 
