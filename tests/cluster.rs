@@ -592,3 +592,120 @@ async fn concurrent_tree_changes_through_two_nodes_stay_whole() {
         }
     }
 }
+
+/// The next data frame of an event stream.
+async fn next_event(
+    stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buf: &mut String,
+) -> serde_json::Value {
+    use futures::StreamExt;
+    loop {
+        if let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
+                return serde_json::from_str(data).unwrap();
+            }
+            continue; // a keepalive comment
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("a frame within 10 s")
+            .unwrap()
+            .unwrap();
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+/// The ids of `file.written` events as `srv` pages its feed, `limit` at a time.
+async fn feed_ids(srv: &TestServer, limit: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = format!("types=file.written&limit={limit}");
+        if let Some(c) = &cursor {
+            q.push_str(&format!("&cursor={c}"));
+        }
+        let r = srv
+            .admin()
+            .get(&format!("/v1/workspaces/{}/events?{q}", srv.ws))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+        for e in r.json["events"].as_array().unwrap() {
+            ids.push(e["id"].as_str().unwrap().to_owned());
+        }
+        match r.json["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return ids,
+        }
+    }
+}
+
+/// Every event, wherever its change was made, once: the feed paged through either node gives
+/// the same events in the same order, and the live stream on one node carries the other's
+/// too, oldest first. An operation through one node is in the other's audit trail within a
+/// second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_node_serves_one_feed_one_stream_and_one_audit_trail() {
+    let (a, b, _) = pair(false).await;
+    let key = a.mint("many", Some("feed")).await;
+    let on = [a.client(&key, Some("feed")), b.client(&key, Some("feed"))];
+    let stream = b
+        .admin()
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/workspaces/{}/webhooks/stream", b.ws),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let (mut stream, mut buf) = (stream.bytes_stream(), String::new());
+    assert_eq!(next_event(&mut stream, &mut buf).await["type"], "connected");
+
+    // Writes through both nodes at once.
+    let writes: Vec<_> = (0..12)
+        .map(|i| {
+            let c = on[i % 2].clone();
+            tokio::spawn(async move { c.write(&format!("f{i}.txt"), "x").await.status })
+        })
+        .collect();
+    for w in writes {
+        assert_eq!(w.await.unwrap(), StatusCode::OK);
+    }
+    let from_a = feed_ids(&a, 5).await;
+    let from_b = feed_ids(&b, 3).await;
+    assert_eq!(from_a.len(), 12, "{from_a:?}");
+    assert_eq!(from_a, from_b, "both nodes page the same feed");
+
+    // The stream on B carried every write, A's too, once each, oldest first.
+    let mut streamed = Vec::new();
+    while streamed.len() < 12 {
+        let e = next_event(&mut stream, &mut buf).await;
+        if e["type"] == "file.written" {
+            streamed.push(e["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let mut oldest_first = from_a.clone();
+    oldest_first.reverse();
+    assert_eq!(streamed, oldest_first);
+
+    // An operation through A shows in B's audit trail within a second.
+    assert_eq!(on[0].read("f0.txt").await.status, StatusCode::OK);
+    let asked = Instant::now();
+    wait_for("A's read in B's audit trail", || async {
+        let r = b
+            .admin()
+            .get(&format!(
+                "/v1/workspaces/{}/audit?namespace=feed&operation=read",
+                b.ws
+            ))
+            .await;
+        !r.json["records"].as_array().unwrap().is_empty()
+    })
+    .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "visible after {:?}",
+        asked.elapsed()
+    );
+}
