@@ -709,3 +709,59 @@ async fn every_node_serves_one_feed_one_stream_and_one_audit_trail() {
         asked.elapsed()
     );
 }
+
+/// Each webhook delivery attempt is sent by exactly one node: with both nodes delivering, a
+/// receiver that counts requests by event id sees every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_delivery_is_sent_by_one_node() {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    let (a, b, _) = pair(false).await;
+    let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let seen = Arc::clone(&seen);
+            move |headers: axum::http::HeaderMap| async move {
+                let id = headers["x-trove-event-id"].to_str().unwrap().to_owned();
+                *seen.lock().unwrap().entry(id).or_default() += 1;
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let r = a
+        .admin()
+        .post(
+            &format!("/v1/workspaces/{}/webhooks", a.ws),
+            json!({ "url": url, "events": ["file.written"] }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
+
+    let key = a.mint("hooked", Some("hooks")).await;
+    let on = [a.client(&key, Some("hooks")), b.client(&key, Some("hooks"))];
+    let writes: Vec<_> = (0..40)
+        .map(|i| {
+            let c = on[i % 2].clone();
+            tokio::spawn(async move { c.write(&format!("f{i}.txt"), "x").await.status })
+        })
+        .collect();
+    for w in writes {
+        assert_eq!(w.await.unwrap(), StatusCode::OK);
+    }
+    wait_for("40 events delivered", || async {
+        seen.lock().unwrap().len() == 40
+    })
+    .await;
+    // Anything sent twice would have arrived by now too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 40);
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "some sent more than once: {seen:?}"
+    );
+}
