@@ -27,7 +27,12 @@ pub fn database_url(dir: &Path) -> String {
 }
 
 pub async fn start(dir: &Path) -> Bench {
-    let config = Config {
+    start_with(config(dir)).await
+}
+
+/// The benchmark configuration for a server on `dir`.
+pub fn config(dir: &Path) -> Config {
+    Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_owned(),
         database_url: database_url(dir),
@@ -45,7 +50,11 @@ pub async fn start(dir: &Path) -> Bench {
         cluster: Default::default(),
         // Every test node runs on this host, so its directory is shared by all of them.
         shared_storage: true,
-    };
+    }
+}
+
+/// Starts a server on `config`, serving until the benchmark ends.
+pub async fn start_with(config: Config) -> Bench {
     let server = Server::start(&config).await.unwrap();
     let base = format!("http://{}", server.local_addr().unwrap());
     let services = Arc::clone(&server.services);
