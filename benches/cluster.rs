@@ -33,7 +33,11 @@ async fn revoke_latency(
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while runner.services.running.count() == 0 {
-        assert!(!exec.is_finished(), "the exec ended at once: {:?}", exec.await);
+        assert!(
+            !exec.is_finished(),
+            "the exec ended at once: {:?}",
+            exec.await
+        );
         assert!(Instant::now() < deadline, "the exec never started");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
