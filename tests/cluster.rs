@@ -135,22 +135,30 @@ async fn pair_with(
         let database = gate
             .as_ref()
             .map_or(database.clone(), |g| g.route(&database));
-        let storage = storage.clone();
-        move |d: &std::path::Path| {
-            let mut c = warren::config::Config {
-                database_url: database.clone(),
-                storage_url: storage.clone(),
-                cluster: SETTINGS,
-                ..support::config(d)
-            };
-            adjust(&mut c);
-            c
-        }
+        node_config(database, storage.clone(), adjust)
     };
     let a = TestServer::start_with(first, node(&gate_a)).await;
     let b = TestServer::start_with(tempfile::tempdir().unwrap(), node(&gate_b)).await;
     settle(&a).await;
     (a, b, gate_a, gate_b)
+}
+
+/// The configuration of a node on `database` and `storage`, with the short timers, `adjust`ed.
+fn node_config(
+    database: String,
+    storage: String,
+    adjust: fn(&mut warren::config::Config),
+) -> impl Fn(&std::path::Path) -> warren::config::Config {
+    move |d| {
+        let mut c = warren::config::Config {
+            database_url: database.clone(),
+            storage_url: storage.clone(),
+            cluster: SETTINGS,
+            ..support::config(d)
+        };
+        adjust(&mut c);
+        c
+    }
 }
 
 /// Waits until both nodes of the pair `a` is in are polling.
@@ -164,18 +172,11 @@ async fn settle(a: &TestServer) {
 /// A pair whose node `a` publishes live files slowly (see [`SlowPublish`]).
 async fn slow_pair() -> (TestServer, TestServer) {
     let first = tempfile::tempdir().unwrap();
-    let node = {
-        let (database, storage) = (
-            support::database_url(first.path()),
-            support::storage_url(first.path()),
-        );
-        move |d: &std::path::Path| warren::config::Config {
-            database_url: database.clone(),
-            storage_url: storage.clone(),
-            cluster: SETTINGS,
-            ..support::config(d)
-        }
-    };
+    let node = node_config(
+        support::database_url(first.path()),
+        support::storage_url(first.path()),
+        |_| {},
+    );
     let config = node(first.path());
     let opened = warren_storage::BlobStore::open(&config.storage_url).unwrap();
     let slow = warren_storage::BlobStore::new(
