@@ -148,6 +148,10 @@ pub struct ServeArgs {
     /// mounts alike (NFS, say). Without it, a `postgres://` database needs `s3://` storage.
     #[arg(long, env = "WARREN_SHARED_STORAGE")]
     pub shared_storage: bool,
+    /// On a cluster, how long the retention sweeper's lease lasts unrenewed: when its holder
+    /// dies, another node takes the sweeps over within this time.
+    #[arg(long, env = "WARREN_CLUSTER_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub cluster_lease: Duration,
     #[command(flatten)]
     pub exec: ExecArgs,
 }
@@ -302,7 +306,10 @@ impl Config {
                 header_read_timeout: args.header_read_timeout,
                 max_connections: args.max_connections.max(1),
             },
-            cluster: Default::default(),
+            cluster: crate::coord::ClusterSettings {
+                lease: args.cluster_lease.max(Duration::from_secs(1)),
+                ..Default::default()
+            },
             shared_storage: args.shared_storage,
         })
     }

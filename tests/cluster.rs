@@ -7,6 +7,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use reqwest::StatusCode;
 use serde_json::json;
 use support::{Client, Gate, TestServer};
@@ -537,6 +539,193 @@ async fn one_node_sweeps_and_another_takes_over_when_it_is_cut_off() {
     assert_eq!(Some(new_holder.as_str()), other.services.coord.node());
     assert!(new_token > token, "a new reign has a new token");
     leader_gate.heal();
+}
+
+/// A `warren serve` process, a node on its own: killed (SIGKILL) when dropped.
+struct NodeProcess {
+    child: tokio::process::Child,
+    base: String,
+    /// With the admin key.
+    client: Client,
+}
+
+impl NodeProcess {
+    /// Starts a node on `database` and `storage` sweeping fast, with a short sweeper lease;
+    /// returns once it listens.
+    async fn start(dir: &std::path::Path, database: &str, storage: &str) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        // The sandbox uid must reach working copies below the data directory.
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("WARREN_DATABASE", database)
+            .env("WARREN_STORAGE", storage)
+            .env("WARREN_SHARED_STORAGE", "true")
+            .env("WARREN_SECRET", support::SECRET)
+            .env("WARREN_ADMIN_KEY", support::ADMIN_KEY)
+            .env("WARREN_PURGE_AFTER", "1s")
+            .env("WARREN_SWEEP_INTERVAL", "100ms")
+            .env("WARREN_CLUSTER_LEASE", "2s")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("warren printed its address");
+            if let Some(rest) = line.strip_prefix("warren listening on ") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        NodeProcess {
+            child,
+            client: Client::at(&base, Some(support::ADMIN_KEY), None),
+            base,
+        }
+    }
+}
+
+/// The state of namespace `ns` and the retention lease's holder, in `database`.
+async fn purge_state(db: &mut sqlx::PgConnection, ns: &str) -> (Option<String>, Option<String>) {
+    let state = sqlx::query_scalar("SELECT state FROM namespaces WHERE name = $1")
+        .bind(ns)
+        .fetch_optional(&mut *db)
+        .await
+        .unwrap();
+    let holder = sqlx::query_scalar("SELECT holder FROM leases WHERE name = 'retention'")
+        .fetch_optional(&mut *db)
+        .await
+        .unwrap();
+    (state, holder)
+}
+
+/// Real processes: the sweeper leader is killed (SIGKILL) in the middle of a purge, and the
+/// other node, once the dead leader's lease runs out, takes the sweeps over and finishes the
+/// purge. Its proof counts every object exactly once (what the purge counted before its
+/// first removal, not what the second leader found left), and nothing of the namespace is
+/// left in storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sweeper_killed_mid_purge_is_replaced_and_the_purge_counted_once() {
+    use sqlx::Connection;
+    const FILES: usize = 1200;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let database = support::database_url(dir_a.path());
+    let storage = support::storage_url(dir_a.path());
+    let mut db = sqlx::PgConnection::connect(&database).await.unwrap();
+
+    // The first node alone takes the lease; the second joins after.
+    let mut leader = NodeProcess::start(dir_a.path(), &database, &storage).await;
+    wait_for("a sweeper leader", || async {
+        let holder: Option<String> =
+            sqlx::query_scalar("SELECT holder FROM leases WHERE name = 'retention'")
+                .fetch_optional(&mut sqlx::PgConnection::connect(&database).await.unwrap())
+                .await
+                .unwrap();
+        holder.is_some()
+    })
+    .await;
+    let (_, first_holder) = purge_state(&mut db, "doomed").await;
+    let other = NodeProcess::start(dir_b.path(), &database, &storage).await;
+
+    let me = other.client.get("/v1/me").await;
+    let ws = me.json["workspace_id"].as_str().unwrap().to_owned();
+    let minted = other
+        .client
+        .post(
+            &format!("/v1/workspaces/{ws}/keys"),
+            json!({ "name": "doomed", "namespace": "doomed", "admin": false }),
+        )
+        .await;
+    let key = minted.json["api_key"].as_str().expect("a minted key");
+    let tenant = Client::at(&other.base, Some(key), Some("doomed"));
+    futures::stream::iter(0..FILES)
+        .for_each_concurrent(8, |i| {
+            let tenant = &tenant;
+            async move {
+                let r = tenant
+                    .write(&format!("d{}/f{i}.txt", i % 10), "0123456789")
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+            }
+        })
+        .await;
+    let r = other
+        .client
+        .delete(&format!("/v1/workspaces/{ws}/namespaces/doomed"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+
+    // Kill the leader as soon as its purge has begun.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (state, _) = purge_state(&mut db, "doomed").await;
+        if state.as_deref() == Some("purging") {
+            break;
+        }
+        assert_ne!(
+            state.as_deref(),
+            Some("purged"),
+            "purged before it could be cut short"
+        );
+        assert!(Instant::now() < deadline, "the purge never began");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let blobs = warren_storage::BlobStore::open(&storage).unwrap();
+    let (ws_id, ns) = (
+        warren_storage::WorkspaceId::parse(&ws).unwrap(),
+        warren_storage::Namespace::parse("doomed").unwrap(),
+    );
+    let left = || async { blobs.list(&ws_id, &ns).count().await };
+    // Its first removals show in storage.
+    while left().await == FILES {
+        assert!(Instant::now() < deadline, "the purge removed nothing");
+    }
+    leader.child.start_kill().unwrap();
+    leader.child.wait().await.unwrap();
+    let killed_at = Instant::now();
+    let left_at_kill = left().await;
+    assert!(
+        left_at_kill > 0 && left_at_kill < FILES,
+        "the kill must land mid-purge: {left_at_kill} of {FILES} objects left"
+    );
+
+    let proofs = || async {
+        let r = other
+            .client
+            .get(&format!(
+                "/v1/workspaces/{ws}/events?types=namespace.purged"
+            ))
+            .await;
+        r.json["events"].as_array().unwrap().clone()
+    };
+    wait_for("the purge, finished by the other node", || async {
+        !proofs().await.is_empty()
+    })
+    .await;
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(10),
+        "took over after {:?}",
+        killed_at.elapsed()
+    );
+    let proofs = proofs().await;
+    assert_eq!(proofs.len(), 1, "{proofs:?}");
+    assert_eq!(proofs[0]["data"]["objects"], FILES, "{proofs:?}");
+    assert_eq!(proofs[0]["data"]["bytes"], FILES * 10, "{proofs:?}");
+    assert_eq!(
+        left().await,
+        0,
+        "nothing of the namespace is left in storage"
+    );
+    let (state, holder) = purge_state(&mut db, "doomed").await;
+    assert_eq!(state.as_deref(), Some("purged"));
+    assert_ne!(holder, first_holder, "the surviving node leads now");
 }
 
 /// Writes of one path through both nodes at once stay whole: afterwards the listed size, the

@@ -10,8 +10,8 @@ use std::time::Duration;
 use warren::coord::{Coordinator, DeleteLock, InProcess, NamespaceLock, WriteLock};
 use warren::db::{
     AttemptResult, AuditPos, AuditQuery, AuditRecord, EntryKind, Error, EventQuery, EventRecord,
-    FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NewEvent, NewKey, Scope, SnapshotRecord,
-    Swept, TreeOp, Webhook,
+    FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NewEvent, NewKey, PurgeInventory, Scope,
+    SnapshotRecord, Swept, TreeOp, Webhook,
 };
 use warren::ids::{EventId, KeyId, Micros};
 use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
@@ -907,14 +907,26 @@ async fn namespace_lifecycle_from_delete_to_purge(store: Arc<dyn MetaStore>) {
         !store.purge_namespace(&ws(), &gone, &proof).await.unwrap(),
         "not purging yet"
     );
-    assert!(
-        !store.begin_purge(&ws(), &kept).await.unwrap(),
+    let counted = |objects| PurgeInventory {
+        objects,
+        bytes: objects * 10,
+        snapshot_objects: 1,
+    };
+    assert_eq!(
+        store.begin_purge(&ws(), &kept, counted(3)).await.unwrap(),
+        None,
         "kept is not deleted"
     );
-    assert!(store.begin_purge(&ws(), &gone).await.unwrap());
-    assert!(
-        store.begin_purge(&ws(), &gone).await.unwrap(),
-        "still purging"
+    assert_eq!(
+        store.begin_purge(&ws(), &gone, counted(3)).await.unwrap(),
+        Some(counted(3))
+    );
+    // Begun again (after a crash, or by the next leader) with less left to find: the purge
+    // still reports what there was when it first began.
+    assert_eq!(
+        store.begin_purge(&ws(), &gone, counted(1)).await.unwrap(),
+        Some(counted(3)),
+        "still purging, with its first count"
     );
     assert!(
         !store
@@ -2043,6 +2055,133 @@ mod pg {
             store.recent_events(&ws(), 1000).await.unwrap().len(),
             1 + 2 * (2 + 200)
         );
+    }
+
+    /// Ends the database session behind `fence` and waits until the server has let its locks
+    /// go, as when a node's lock connection is cut or the database restarts under it.
+    async fn lose(conn: &mut PgConnection, fence: warren::db::Fence) {
+        let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+            .bind(fence.session)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert!(ended, "the lock session must end");
+    }
+
+    /// A node whose cluster locks were lost (the session holding them ended) cannot commit:
+    /// not a write (to a namespace that exists, and to one that does not yet), a delete, a
+    /// sync-back or a tree replacement. Each refusal is a retryable `Unavailable` and changes
+    /// nothing; the same commits under locks still held go through. Without the fence each
+    /// of these commits would land, since the commit's own connection is healthy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_whose_cluster_locks_were_lost_is_refused() {
+        let url = fresh_database().await;
+        let store = warren::db::open(&url).await.unwrap();
+        setup(&*store).await;
+        let cluster = warren::coord::Clustered::new(Arc::clone(&store), Default::default());
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let a = ns("alice");
+        write(&*store, "alice", "kept", "file.written").await;
+        let generation = store.generation(&ws(), &a).await.unwrap();
+        let unavailable = |r: warren::db::Result<()>, what: &str| {
+            assert!(
+                matches!(r, Err(warren::db::Error::Unavailable(_))),
+                "{what}: {r:?}"
+            );
+        };
+
+        for (namespace, path) in [("alice", "new"), ("bob", "first")] {
+            let f = file(path, 1);
+            let lock = cluster
+                .lock_write(&ws(), &ns(namespace), &f.path)
+                .await
+                .unwrap();
+            lose(&mut admin, lock.fence().expect("cluster locks are fenced")).await;
+            let r = store
+                .commit_write(&lock, &f, &ev("file.written", Some(namespace)))
+                .await;
+            unavailable(r, &format!("a write to {namespace}"));
+            assert_eq!(
+                store
+                    .get_entry(&ws(), &ns(namespace), &f.path)
+                    .await
+                    .unwrap(),
+                None
+            );
+        }
+        assert_eq!(store.generation(&ws(), &ns("bob")).await.unwrap(), 0);
+
+        let lock = cluster.lock_delete(&ws(), &a, &p("kept")).await.unwrap();
+        lose(&mut admin, lock.fence().unwrap()).await;
+        let r = store
+            .commit_delete(&lock, &ev("file.deleted", Some("alice")))
+            .await
+            .map(drop);
+        unavailable(r, "a delete");
+        drop(lock);
+
+        let lock = cluster.lock_namespace(&ws(), &a).await.unwrap();
+        lose(&mut admin, lock.fence().unwrap()).await;
+        let ops = [TreeOp::File(file("synced", 1)), TreeOp::Delete(p("kept"))];
+        let r = store
+            .commit_tree_ops(&lock, &ops, &[ev("file.written", Some("alice"))])
+            .await
+            .map(drop);
+        unavailable(r, "a sync-back");
+        let r = store
+            .replace_tree(
+                &lock,
+                &[file("restored", 1)],
+                &ev("snapshot.restored", Some("alice")),
+            )
+            .await;
+        unavailable(r, "a tree replacement");
+        drop(lock);
+
+        let paths: Vec<String> = store
+            .tree(&ws(), &a)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.path.as_str().to_owned())
+            .collect();
+        assert_eq!(paths, ["kept"], "nothing a fenced commit made is there");
+        assert_eq!(store.generation(&ws(), &a).await.unwrap(), generation);
+        assert_eq!(store.recent_events(&ws(), 100).await.unwrap().len(), 1);
+
+        // Held locks still commit, in a namespace that exists and one that does not.
+        for (namespace, path) in [("alice", "new"), ("bob", "first")] {
+            let f = file(path, 1);
+            let lock = cluster
+                .lock_write(&ws(), &ns(namespace), &f.path)
+                .await
+                .unwrap();
+            store
+                .commit_write(&lock, &f, &ev("file.written", Some(namespace)))
+                .await
+                .unwrap();
+        }
+        let lock = cluster.lock_delete(&ws(), &a, &p("kept")).await.unwrap();
+        let removed = store
+            .commit_delete(&lock, &ev("file.deleted", Some("alice")))
+            .await
+            .unwrap();
+        assert_eq!(removed, Some(vec![p("kept")]));
+        drop(lock);
+        let lock = cluster.lock_namespace(&ws(), &a).await.unwrap();
+        store
+            .commit_tree_ops(&lock, &[TreeOp::File(file("synced", 1))], &[])
+            .await
+            .unwrap();
+        store
+            .replace_tree(
+                &lock,
+                &[file("restored", 1)],
+                &ev("snapshot.restored", Some("alice")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.tree(&ws(), &a).await.unwrap().len(), 1);
     }
 
     /// Servers starting together on an empty database all come up, with one default workspace.

@@ -296,7 +296,14 @@ async fn restore_is_refused_once_the_purge_has_begun() {
         warren_storage::Namespace::parse("alice").unwrap(),
     );
     // The purge has marked it and is removing bytes (or crashed doing so).
-    assert!(srv.services.meta.begin_purge(&ws, &ns).await.unwrap());
+    // What it counted before removing anything: the one file.
+    let counted = warren::db::PurgeInventory {
+        objects: 1,
+        bytes: 5,
+        snapshot_objects: 0,
+    };
+    let begun = srv.services.meta.begin_purge(&ws, &ns, counted).await;
+    assert_eq!(begun.unwrap(), Some(counted));
     let r = srv
         .admin()
         .post(&url(&srv, "/alice/restore"), Value::Null)

@@ -31,7 +31,7 @@ use super::{
     Change, Coordinator, DeleteLock, Duty, ExecTurn, InProcess, Leadership, NamespaceLock, Reactor,
     Unavailable, WriteLock,
 };
-use crate::db::{ClusterStore, EventRecord, LogPos, MetaStore};
+use crate::db::{ClusterStore, EventRecord, HeldLocks, LogPos, MetaStore};
 use crate::ids::KeyId;
 
 /// The feed's timing.
@@ -93,10 +93,7 @@ impl Clustered {
         })
     }
 
-    async fn tree_locks(
-        &self,
-        locks: &[(String, bool)],
-    ) -> Result<Box<dyn std::any::Any + Send + Sync>, Unavailable> {
+    async fn tree_locks(&self, locks: &[(String, bool)]) -> Result<HeldLocks, Unavailable> {
         self.store()
             .hold_locks(locks)
             .await
@@ -250,7 +247,8 @@ impl Coordinator for Clustered {
             ws: ws.clone(),
             ns: ns.clone(),
             path: path.clone(),
-            _held: Box::new((local, cluster)),
+            fence: Some(cluster.fence),
+            _held: Box::new((local, cluster.guard)),
         })
     }
 
@@ -271,7 +269,8 @@ impl Coordinator for Clustered {
             ws: ws.clone(),
             ns: ns.clone(),
             path: path.clone(),
-            _held: Box::new((local, cluster)),
+            fence: Some(cluster.fence),
+            _held: Box::new((local, cluster.guard)),
         })
     }
 
@@ -285,7 +284,8 @@ impl Coordinator for Clustered {
         Ok(NamespaceLock {
             ws: ws.clone(),
             ns: ns.clone(),
-            _held: Box::new((local, cluster)),
+            fence: Some(cluster.fence),
+            _held: Box::new((local, cluster.guard)),
         })
     }
 

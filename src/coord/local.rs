@@ -46,6 +46,7 @@ impl Coordinator for InProcess {
             ws: ws.clone(),
             ns: ns.clone(),
             path: path.clone(),
+            fence: None,
         })
     }
 
@@ -60,6 +61,7 @@ impl Coordinator for InProcess {
             ws: ws.clone(),
             ns: ns.clone(),
             path: path.clone(),
+            fence: None,
         })
     }
 
@@ -72,6 +74,7 @@ impl Coordinator for InProcess {
             _held: Box::new(self.locks.namespace(ws, ns).await),
             ws: ws.clone(),
             ns: ns.clone(),
+            fence: None,
         })
     }
 

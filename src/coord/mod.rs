@@ -28,6 +28,7 @@ use std::sync::Weak;
 use async_trait::async_trait;
 use warren_storage::{Namespace, NsPath, WorkspaceId};
 
+use crate::db::Fence;
 use crate::ids::KeyId;
 
 pub use cluster::{ClusterSettings, Clustered};
@@ -145,6 +146,7 @@ pub struct WriteLock {
     ws: WorkspaceId,
     ns: Namespace,
     path: NsPath,
+    fence: Option<Fence>,
     _held: Held,
 }
 
@@ -153,6 +155,7 @@ pub struct DeleteLock {
     ws: WorkspaceId,
     ns: Namespace,
     path: NsPath,
+    fence: Option<Fence>,
     _held: Held,
 }
 
@@ -160,6 +163,7 @@ pub struct DeleteLock {
 pub struct NamespaceLock {
     ws: WorkspaceId,
     ns: Namespace,
+    fence: Option<Fence>,
     _held: Held,
 }
 
@@ -175,6 +179,11 @@ pub struct Leadership {
 }
 
 impl WriteLock {
+    /// What the commit made under this lock must show to be accepted: `None` when the lock
+    /// is this process's alone.
+    pub fn fence(&self) -> Option<Fence> {
+        self.fence
+    }
     pub fn workspace(&self) -> &WorkspaceId {
         &self.ws
     }
@@ -187,6 +196,11 @@ impl WriteLock {
 }
 
 impl DeleteLock {
+    /// What the commit made under this lock must show to be accepted: `None` when the lock
+    /// is this process's alone.
+    pub fn fence(&self) -> Option<Fence> {
+        self.fence
+    }
     pub fn workspace(&self) -> &WorkspaceId {
         &self.ws
     }
@@ -199,6 +213,11 @@ impl DeleteLock {
 }
 
 impl NamespaceLock {
+    /// What the commit made under this lock must show to be accepted: `None` when the lock
+    /// is this process's alone.
+    pub fn fence(&self) -> Option<Fence> {
+        self.fence
+    }
     pub fn workspace(&self) -> &WorkspaceId {
         &self.ws
     }

@@ -6,7 +6,7 @@
 use tokio::sync::oneshot;
 use warren_storage::{Namespace, WorkspaceId};
 
-use super::{Error, FileWrite, NewEvent, Result};
+use super::{Error, Fence, FileWrite, NewEvent, Result};
 
 /// A file write waiting for a group commit.
 pub(super) struct QueuedWrite {
@@ -14,6 +14,8 @@ pub(super) struct QueuedWrite {
     pub ns: Namespace,
     pub file: FileWrite,
     pub event: NewEvent,
+    /// The write's cluster locks, which its commit must show (see [`Fence`]).
+    pub fence: Option<Fence>,
     pub done: oneshot::Sender<Result<()>>,
 }
 
@@ -61,6 +63,7 @@ impl WriteQueue {
         ns: &Namespace,
         file: &FileWrite,
         event: &NewEvent,
+        fence: Option<Fence>,
     ) -> (Queued<'_>, Outcome) {
         let (done, result) = oneshot::channel();
         let id = self
@@ -74,6 +77,7 @@ impl WriteQueue {
                 ns: ns.clone(),
                 file: file.clone(),
                 event: event.clone(),
+                fence,
                 done,
             },
         ));

@@ -587,6 +587,25 @@ pub trait TreeStore: Send + Sync {
     async fn generation(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<u64>;
 }
 
+/// What a namespace's purge removes: objects (files and snapshot archives), their bytes, and
+/// how many of the objects are snapshot archives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PurgeInventory {
+    pub objects: u64,
+    pub bytes: u64,
+    pub snapshot_objects: u64,
+}
+
+impl PurgeInventory {
+    fn from_columns(objects: Option<i64>, bytes: Option<i64>, snapshots: Option<i64>) -> Self {
+        Self {
+            objects: objects.unwrap_or(0) as u64,
+            bytes: bytes.unwrap_or(0) as u64,
+            snapshot_objects: snapshots.unwrap_or(0) as u64,
+        }
+    }
+}
+
 /// The catalogue of stored snapshots.
 #[async_trait]
 pub trait SnapshotCatalog: Send + Sync {
@@ -646,9 +665,16 @@ pub trait NamespaceLifecycle: Send + Sync {
         event: &NewEvent,
     ) -> Result<bool>;
 
-    /// Moves a deleted namespace to `purging`, from which it can no longer be restored; true if
-    /// it is (now) purging. Called before any of its bytes are removed.
-    async fn begin_purge(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<bool>;
+    /// Moves a deleted namespace to `purging`, from which it can no longer be restored,
+    /// recording `counted` (what is there to remove, counted before any removal). Returns the
+    /// inventory the purge reports: `counted`, or the one recorded when the purge first began
+    /// (it was interrupted and is being finished); `None` if it is neither deleted nor purging.
+    async fn begin_purge(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        counted: PurgeInventory,
+    ) -> Result<Option<PurgeInventory>>;
 
     /// Every deleted or purging (not yet purged) namespace, with when it was deleted.
     async fn deleted_namespaces(&self) -> Result<Vec<(WorkspaceId, Namespace, Micros)>>;
@@ -775,6 +801,22 @@ pub struct PolledChanges {
     pub changes: Vec<EventRecord>,
 }
 
+/// Proof that a commit's cluster-wide locks are still held: the database session holding
+/// them and one lock it holds. A commit carrying a fence is refused with
+/// [`Error::Unavailable`] once that session has lost its locks (they end together), so a node
+/// that lost its locks cannot commit over what another node did meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub session: i32,
+    pub lock: i64,
+}
+
+/// Locks [`ClusterStore::hold_locks`] took: released when `guard` drops.
+pub struct HeldLocks {
+    pub guard: Box<dyn std::any::Any + Send + Sync>,
+    pub fence: Fence,
+}
+
 /// What the nodes sharing one database need from it beyond the records: a feed of changes
 /// (each node polls the event log for [`CLUSTER_CHANGE_TYPES`] and records, with a heartbeat,
 /// how far it has applied them; a node that made a change waits for the others to pass it),
@@ -783,11 +825,8 @@ pub struct PolledChanges {
 pub trait ClusterStore: Send + Sync {
     /// Takes the named locks, in order, shared or exclusive (`true`), for every node sharing
     /// the database; held until the returned guard drops. For short holds (a write's publish
-    /// and commit): on sessions kept for locks.
-    async fn hold_locks(
-        &self,
-        locks: &[(String, bool)],
-    ) -> Result<Box<dyn std::any::Any + Send + Sync>>;
+    /// and commit): on sessions kept for locks. Commits made under them carry the fence.
+    async fn hold_locks(&self, locks: &[(String, bool)]) -> Result<HeldLocks>;
 
     /// Waits for the namespace's cluster-wide exec turn: held until the returned guard drops.
     /// On a session of its own, so a waiting exec takes no pooled connection.

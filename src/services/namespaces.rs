@@ -16,7 +16,7 @@ use warren_storage::{BlobStore, Namespace, WorkspaceId};
 
 use super::{Caller, Error, Result, event};
 use crate::coord::{Change, Coordinator};
-use crate::db::{MetaStore, NamespaceUsage};
+use crate::db::{MetaStore, NamespaceUsage, PurgeInventory};
 use crate::event::Event;
 use crate::ids::Micros;
 
@@ -37,6 +37,16 @@ pub struct Purged {
     pub bytes: u64,
     /// Of those, snapshot archives.
     pub snapshot_objects: u64,
+}
+
+impl Purged {
+    fn inventory(&self) -> PurgeInventory {
+        PurgeInventory {
+            objects: self.objects,
+            bytes: self.bytes,
+            snapshot_objects: self.snapshot_objects,
+        }
+    }
 }
 
 impl Namespaces {
@@ -198,27 +208,29 @@ impl Namespaces {
             if deleted_at.0 > cutoff {
                 continue;
             }
+            let counted = Self::count_objects(blobs, &ws, &ns).await?;
             if dry_run {
-                done.push(Self::count_objects(blobs, &ws, &ns).await?);
+                done.push(counted);
                 continue;
             }
-            // Past this point a restore is refused: the bytes are about to go.
-            if !self.meta.begin_purge(&ws, &ns).await? {
+            // Past this point a restore is refused: the bytes are about to go. The proof
+            // reports the count recorded when the purge first began, so a purge finished by a
+            // later run (after a crash, or on the next leader) counts each object once.
+            let Some(inventory) = self.meta.begin_purge(&ws, &ns, counted.inventory()).await?
+            else {
                 continue;
-            }
-            let mut purged = Purged {
+            };
+            let purged = Purged {
                 workspace: Some(ws.clone()),
                 namespace: Some(ns.clone()),
-                ..Purged::default()
+                objects: inventory.objects,
+                bytes: inventory.bytes,
+                snapshot_objects: inventory.snapshot_objects,
             };
             let mut listing = blobs.list(&ws, &ns);
             while let Some(item) = listing.next().await {
                 match item {
-                    Ok((path, size)) => {
-                        blobs.delete(&ws, &ns, &path).await?;
-                        purged.objects += 1;
-                        purged.bytes += size;
-                    }
+                    Ok((path, _)) => blobs.delete(&ws, &ns, &path).await?,
                     Err(ListError::Foreign(key)) => {
                         tracing::warn!(key, "purge left an object Warren did not write")
                     }
@@ -227,11 +239,7 @@ impl Namespaces {
             }
             let mut snapshots = blobs.list_snapshots(&ws, &ns);
             while let Some(item) = snapshots.next().await {
-                let (key, size) = item?;
-                blobs.delete_listed(&key).await?;
-                purged.snapshot_objects += 1;
-                purged.objects += 1;
-                purged.bytes += size;
+                blobs.delete_listed(&item?.0).await?;
             }
             let ev = event(
                 None,

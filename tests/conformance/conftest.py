@@ -108,14 +108,113 @@ def interruptible():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+class Alternator:
+    """A reverse proxy on a loopback port that sends each HTTP request to the next of its
+    backends in turn, streaming both ways (so an SSE stream flows through as it is written):
+    a load balancer with no affinity at all, the harshest a cluster can be put behind.
+
+    Each client connection carries one request: it goes upstream with `Connection: close`,
+    the node answers likewise, and the client opens a new connection for the next request,
+    which goes to the other node."""
+
+    def __init__(self, backends: list[tuple[str, int]]):
+        import asyncio
+        import threading
+
+        self.backends = backends
+        self.sent = [0] * len(backends)
+        self._next = 0
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def serve():
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            async with self._server:
+                await self._server.serve_forever()
+
+        self._thread = threading.Thread(
+            target=lambda: self._loop.run_until_complete(serve()), daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, reader, writer):
+        import asyncio
+
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            writer.close()
+            return
+        lines = head.decode("latin-1").split("\r\n")
+        kept = [l for l in lines[1:] if l and not l.lower().startswith(("connection:", "keep-alive:"))]
+        head = "\r\n".join([lines[0], *kept, "Connection: close", "", ""]).encode("latin-1")
+        i = self._next
+        self._next = (self._next + 1) % len(self.backends)
+        self.sent[i] += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.backends[i])
+        except OSError:
+            writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            writer.close()
+            return
+        up_writer.write(head)
+
+        async def pipe(src, dst):
+            try:
+                while chunk := await src.read(65536):
+                    dst.write(chunk)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+
+        # The request body (any framing) flows up while the answer flows down; the answer's
+        # end (the node closing) ends the exchange.
+        body = asyncio.ensure_future(pipe(reader, up_writer))
+        await pipe(up_reader, writer)
+        body.cancel()
+        for w in (up_writer, writer):
+            try:
+                w.close()
+            except ConnectionError:
+                pass
+
+    def close(self):
+        self._loop.call_soon_threadsafe(self._server.close)
+
+
+def conformance_nodes() -> int:
+    """WARREN_CONFORMANCE_NODES=2 runs the suite against two nodes sharing one PostgreSQL
+    database and one store, behind an [`Alternator`]."""
+    return int(os.environ.get("WARREN_CONFORMANCE_NODES", "1"))
+
+
 @pytest.fixture(scope="session")
 def warren():
     with tempfile.TemporaryDirectory(prefix="warren-conformance-") as tmp:
         # The sandbox uid must be able to reach the working copies below the data directory.
         os.chmod(tmp, 0o711)
-        w = start_warren(Path(tmp) / "data")
-        yield w
-        assert stop_warren(w) == 0, "graceful shutdown must exit 0"
+        if conformance_nodes() == 1:
+            w = start_warren(Path(tmp) / "data")
+            yield w
+            assert stop_warren(w) == 0, "graceful shutdown must exit 0"
+            return
+        assert os.environ.get("WARREN_TEST_PG_URL"), "a cluster needs PostgreSQL"
+        first = Path(tmp) / "node-0"
+        shared = {
+            "WARREN_DATABASE": pg_database_for(first),
+            "WARREN_STORAGE": os.environ.get("WARREN_STORAGE") or f"file://{tmp}/objects",
+        }
+        nodes = [start_warren(Path(tmp) / f"node-{i}", shared) for i in range(conformance_nodes())]
+        proxy = Alternator([("127.0.0.1", int(n.base_url.rsplit(":", 1)[1])) for n in nodes])
+        yield Warren(proxy.url, ADMIN_KEY, nodes[0].workspace_id, nodes[0].data_dir, nodes[0].process)
+        proxy.close()
+        # Every node served a fair share: the suite really ran across the cluster.
+        assert min(proxy.sent) > sum(proxy.sent) // (2 * len(nodes)), proxy.sent
+        for n in nodes:
+            assert stop_warren(n) == 0, "graceful shutdown must exit 0"
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ use warren::services::exec::ExecSettings;
 use warren::services::webhooks::WebhookSettings;
 
 pub const ADMIN_KEY: &str = "trove-sk-test-admin-0123456789abcdef";
-const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
 pub struct TestServer {
     pub base: String,
@@ -268,6 +268,16 @@ impl Resp {
 }
 
 impl Client {
+    /// A client of the server at `base` (`http://host:port`), one not started by the test.
+    pub fn at(base: &str, key: Option<&str>, ns: Option<&str>) -> Client {
+        Client {
+            base: base.to_owned(),
+            http: reqwest::Client::new(),
+            key: key.map(str::to_owned),
+            ns: ns.map(str::to_owned),
+        }
+    }
+
     pub fn with_ns(&self, ns: Option<&str>) -> Client {
         Client {
             ns: ns.map(str::to_owned),

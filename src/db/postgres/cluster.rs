@@ -3,7 +3,7 @@
 //! cluster-wide locks are session-level advisory locks; duty leases are rows.
 
 use super::*;
-use crate::db::{CLUSTER_CHANGE_TYPES, ClusterStore, PolledChanges};
+use crate::db::{CLUSTER_CHANGE_TYPES, ClusterStore, Fence, HeldLocks, PolledChanges};
 
 /// A session holding advisory locks; closing it releases them.
 struct SessionLock(Option<sqlx::PgConnection>);
@@ -61,11 +61,9 @@ fn exec_lock_key(ws: &WorkspaceId, ns: &Namespace) -> i64 {
 
 #[async_trait]
 impl ClusterStore for PgStore {
-    async fn hold_locks(
-        &self,
-        locks: &[(String, bool)],
-    ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+    async fn hold_locks(&self, locks: &[(String, bool)]) -> Result<HeldLocks> {
         let keys: Vec<i64> = locks.iter().map(|(name, _)| lock_key(name)).collect();
+        let fence_lock = *keys.first().expect("a caller names at least one lock");
         let exclusive: Vec<bool> = locks.iter().map(|(_, x)| *x).collect();
         let sessions = self.lock_sessions.clone();
         // On a task of its own, as for the exec turn: locks granted to a caller that went
@@ -76,18 +74,20 @@ impl ClusterStore for PgStore {
                 let mut conn = sessions.acquire().await?;
                 // In the order given (every caller names them outermost first, so no two
                 // sessions wait on each other).
-                let taken = sqlx::query(
-                    "SELECT CASE WHEN l.x THEN pg_advisory_lock(l.k)
-                                 ELSE pg_advisory_lock_shared(l.k) END
-                     FROM unnest($1::bigint[], $2::boolean[]) WITH ORDINALITY AS l (k, x, i)
-                     ORDER BY l.i",
+                // Aggregated so every lock call is evaluated; the pid is the fence's session.
+                let taken: std::result::Result<(i32, i64), _> = sqlx::query_as(
+                    "SELECT pg_backend_pid(), count(t.taken) FROM (
+                         SELECT CASE WHEN l.x THEN pg_advisory_lock(l.k)
+                                     ELSE pg_advisory_lock_shared(l.k) END::text AS taken
+                         FROM unnest($1::bigint[], $2::boolean[]) WITH ORDINALITY AS l (k, x, i)
+                         ORDER BY l.i) AS t",
                 )
                 .bind(&keys)
                 .bind(&exclusive)
-                .execute(&mut *conn)
+                .fetch_one(&mut *conn)
                 .await;
                 match taken {
-                    Ok(_) => Ok(PooledLocks(Some(conn))),
+                    Ok((session, _)) => Ok((session, PooledLocks(Some(conn)))),
                     Err(e) => {
                         // Some may be held: the session goes, not back to the pool.
                         drop(conn.detach());
@@ -97,10 +97,16 @@ impl ClusterStore for PgStore {
             };
             let _ = tx.send(locked.await);
         });
-        let guard = rx
+        let (session, guard) = rx
             .await
             .map_err(|_| Error::Unavailable("the lock task ended".into()))??;
-        Ok(Box::new(guard))
+        Ok(HeldLocks {
+            guard: Box::new(guard),
+            fence: Fence {
+                session,
+                lock: fence_lock,
+            },
+        })
     }
 
     async fn exec_lock(
@@ -109,7 +115,7 @@ impl ClusterStore for PgStore {
         ns: &Namespace,
     ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
         let key = exec_lock_key(ws, ns);
-        let opts = self.opts.clone();
+        let opts = self.lock_opts.clone();
         // On a task of its own: if the caller goes away while waiting, the lock granted later
         // is released at once rather than left on a session nobody closes.
         let (tx, rx) = tokio::sync::oneshot::channel();

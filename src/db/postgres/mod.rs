@@ -58,8 +58,8 @@ const WRITES_PER_CALL: usize = 256;
 
 pub struct PgStore {
     pool: PgPool,
-    /// For sessions of their own (cluster-wide locks held across an exec).
-    opts: PgConnectOptions,
+    /// For sessions that hold cluster-wide locks (an exec's turn has one of its own).
+    lock_opts: PgConnectOptions,
     /// Sessions that hold the short cluster-wide tree locks; apart from `pool`, so lock
     /// waiters never take the connections the lock holders need to commit.
     lock_sessions: PgPool,
@@ -91,14 +91,22 @@ impl PgStore {
             .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        // A node that vanishes (its host down, its network cut) must not keep its locks until
+        // the kernel gives up on the socket, hours by default: the server probes a lock
+        // session idle for 5 s and ends it after 5 unanswered probes a second apart.
+        let lock_opts = opts.clone().options([
+            ("tcp_keepalives_idle", "5"),
+            ("tcp_keepalives_interval", "1"),
+            ("tcp_keepalives_count", "5"),
+        ]);
         let lock_sessions = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
-            .connect_lazy_with(opts.clone());
+            .connect_lazy_with(lock_opts.clone());
         Ok(Self {
             pool,
-            opts,
+            lock_opts,
             lock_sessions,
             appended: tokio::sync::watch::Sender::new(0),
             queue: WriteQueue::default(),
@@ -178,9 +186,10 @@ async fn append_events(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
     Ok(())
 }
 
-/// The codes the commit functions raise or report (`migrations/postgres/0009_*.sql`).
+/// The codes the commit functions raise or report (`migrations/postgres/0009_*.sql`, `0012_*`).
 const NAMESPACE_DELETED: &str = "WA001";
 const TREE_CONFLICT: &str = "WA002";
+const LOCK_LOST: &str = "WA003";
 
 /// Turns a commit function's own errors back into the store's.
 fn commit_error(e: sqlx::Error, ns: &Namespace) -> Error {
@@ -189,8 +198,18 @@ fn commit_error(e: sqlx::Error, ns: &Namespace) -> Error {
     };
     match db.code().as_deref() {
         Some(NAMESPACE_DELETED) => Error::NamespaceDeleted(ns.to_string()),
+        Some(LOCK_LOST) => lock_lost(),
         _ => e.into(),
     }
+}
+
+/// A commit refused by its fence (see `migrations/postgres/0012_fenced_commits.sql`).
+fn lock_lost() -> Error {
+    Error::Unavailable(
+        "this node lost its cluster locks before the change was committed; nothing was \
+         changed, try again"
+            .into(),
+    )
 }
 
 /// One write's outcome as `warren_commit_writes` reports it: its code, and for a clash with
@@ -206,6 +225,7 @@ fn write_outcome(
     match (code, clash) {
         (None, _) => Ok(()),
         (Some(NAMESPACE_DELETED), _) => Err(Error::NamespaceDeleted(ns.to_string())),
+        (Some(LOCK_LOST), _) => Err(lock_lost()),
         (Some(TREE_CONFLICT), Some("dir")) => {
             Err(Error::Conflict(format!("{} is a directory", wire())))
         }

@@ -1,6 +1,7 @@
 //! NamespaceLifecycle on PostgreSQL.
 
 use super::*;
+use crate::db::PurgeInventory;
 
 #[async_trait]
 impl NamespaceLifecycle for PgStore {
@@ -93,17 +94,33 @@ impl NamespaceLifecycle for PgStore {
         Ok(true)
     }
 
-    async fn begin_purge(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<bool> {
-        let n = sqlx::query(
-            "UPDATE namespaces SET state = 'purging'
-             WHERE workspace_id = $1 AND name = $2 AND state IN ('deleted', 'purging')",
+    async fn begin_purge(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        counted: PurgeInventory,
+    ) -> Result<Option<PurgeInventory>> {
+        // The first begin's count stands: a purge begun before the inventory existed counts
+        // what it finds now.
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "UPDATE namespaces SET state = 'purging',
+               purge_objects = CASE WHEN state = 'deleted' THEN $3 ELSE purge_objects END,
+               purge_bytes = CASE WHEN state = 'deleted' THEN $4 ELSE purge_bytes END,
+               purge_snapshots = CASE WHEN state = 'deleted' THEN $5 ELSE purge_snapshots END
+             WHERE workspace_id = $1 AND name = $2 AND state IN ('deleted', 'purging')
+             RETURNING purge_objects, purge_bytes, purge_snapshots",
         )
         .bind(ws.as_str())
         .bind(ns.as_str())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        .bind(counted.objects as i64)
+        .bind(counted.bytes as i64)
+        .bind(counted.snapshot_objects as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(o, b, s)| match o {
+            Some(_) => PurgeInventory::from_columns(o, b, s),
+            None => counted,
+        }))
     }
 
     async fn deleted_namespaces(&self) -> Result<Vec<(WorkspaceId, Namespace, Micros)>> {

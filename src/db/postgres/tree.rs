@@ -67,9 +67,13 @@ impl TreeStore for PgStore {
         );
         // Group commit (db::group): queue the write, then wait for a commit turn. Whoever
         // gets one commits every write queued by then.
-        let (queued, mut result) = self
-            .queue
-            .push(lock.workspace(), lock.namespace(), file, event);
+        let (queued, mut result) = self.queue.push(
+            lock.workspace(),
+            lock.namespace(),
+            file,
+            event,
+            lock.fence(),
+        );
         let turn = Arc::clone(&self.turns)
             .acquire_owned()
             .await
@@ -95,19 +99,22 @@ impl TreeStore for PgStore {
         event: &NewEvent,
     ) -> Result<Option<Vec<NsPath>>> {
         let (ws, ns, path) = (lock.workspace(), lock.namespace(), lock.path());
-        let removed: Option<Vec<String>> =
-            sqlx::query_scalar("SELECT warren_commit_delete($1, $2, $3, $4, $5, $6, $7, $8)")
-                .bind(ws.as_str())
-                .bind(ns.as_str())
-                .bind(path.as_str())
-                .bind(event.id.as_str())
-                .bind(event.kind)
-                .bind(event.namespace.as_ref().map(|n| n.as_str()))
-                .bind(event.key_id.as_ref().map(|k| k.as_str()))
-                .bind(event.data.as_str())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|e| commit_error(e, ns))?;
+        let removed: Option<Vec<String>> = sqlx::query_scalar(
+            "SELECT warren_fenced_commit_delete($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(lock.fence().map(|f| f.session))
+        .bind(lock.fence().map(|f| f.lock))
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .bind(path.as_str())
+        .bind(event.id.as_str())
+        .bind(event.kind)
+        .bind(event.namespace.as_ref().map(|n| n.as_str()))
+        .bind(event.key_id.as_ref().map(|k| k.as_str()))
+        .bind(event.data.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| commit_error(e, ns))?;
         let Some(removed) = removed else {
             return Ok(None);
         };
@@ -129,6 +136,13 @@ impl TreeStore for PgStore {
         }
         let mut tx = self.begin().await?;
         let generation = bump_generation(&mut tx, ws, ns).await?;
+        // Under the namespace row, as the hot commits check theirs (0012).
+        sqlx::query("SELECT warren_check_fence($1, $2)")
+            .bind(lock.fence().map(|f| f.session))
+            .bind(lock.fence().map(|f| f.lock))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| commit_error(e, ns))?;
         sqlx::query("DELETE FROM files WHERE workspace_id = $1 AND namespace = $2")
             .bind(ws.as_str())
             .bind(ns.as_str())
@@ -158,9 +172,11 @@ impl TreeStore for PgStore {
         let ops = OpColumns::new(ops);
         // One statement however many ops: they are applied in order inside the database.
         let (before, after): (i64, i64) = sqlx::query_as(
-            "SELECT * FROM warren_commit_tree_ops($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-                                                  $11, $12, $13, $14, $15, $16)",
+            "SELECT * FROM warren_fenced_commit_tree_ops($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                                              $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         )
+        .bind(lock.fence().map(|f| f.session))
+        .bind(lock.fence().map(|f| f.lock))
         .bind(ws.as_str())
         .bind(ns.as_str())
         .bind(ops.op)
@@ -298,7 +314,7 @@ async fn call_commit_writes(pool: &PgPool, writes: &[QueuedWrite]) -> Result<Vec
     let events = || writes.iter().map(|w| &w.event);
     let (codes, clashes, at): (Column, Column, Column) = sqlx::query_as(
         "SELECT * FROM warren_commit_writes($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                                                $12, $13, $14, $15, $16, $17, $18)",
+                                            $12, $13, $14, $15, $16, $17, $18, $19, $20)",
     )
     .bind(writes.iter().map(|w| w.ws.as_str()).collect::<Vec<_>>())
     .bind(writes.iter().map(|w| w.ns.as_str()).collect::<Vec<_>>())
@@ -326,8 +342,26 @@ async fn call_commit_writes(pool: &PgPool, writes: &[QueuedWrite]) -> Result<Vec
             .collect::<Vec<_>>(),
     )
     .bind(events().map(|e| e.data.as_str()).collect::<Vec<_>>())
+    .bind(
+        writes
+            .iter()
+            .map(|w| w.fence.map(|f| f.session))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        writes
+            .iter()
+            .map(|w| w.fence.map(|f| f.lock))
+            .collect::<Vec<_>>(),
+    )
     .fetch_one(pool)
-    .await?;
+    .await
+    .map_err(|e| match writes {
+        // A fence that can only raise (see 0012) fails the whole call: a write alone gets
+        // its own answer, and a group is tried write by write to find whose it was.
+        [one] => commit_error(e, &one.ns),
+        _ => e.into(),
+    })?;
     if codes.len() != writes.len() {
         return Err(Error::Corrupt(format!(
             "{} outcomes for {} writes",

@@ -1,6 +1,7 @@
 //! NamespaceLifecycle on SQLite.
 
 use super::*;
+use crate::db::PurgeInventory;
 
 #[async_trait]
 impl NamespaceLifecycle for SqliteStore {
@@ -95,17 +96,33 @@ impl NamespaceLifecycle for SqliteStore {
         Ok(true)
     }
 
-    async fn begin_purge(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<bool> {
-        let n = sqlx::query(
-            "UPDATE namespaces SET state = 'purging'
-             WHERE workspace_id = ? AND name = ? AND state IN ('deleted', 'purging')",
+    async fn begin_purge(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        counted: PurgeInventory,
+    ) -> Result<Option<PurgeInventory>> {
+        // The first begin's count stands: a purge begun before the inventory existed counts
+        // what it finds now.
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "UPDATE namespaces SET state = 'purging',
+               purge_objects = CASE WHEN state = 'deleted' THEN ? ELSE purge_objects END,
+               purge_bytes = CASE WHEN state = 'deleted' THEN ? ELSE purge_bytes END,
+               purge_snapshots = CASE WHEN state = 'deleted' THEN ? ELSE purge_snapshots END
+             WHERE workspace_id = ? AND name = ? AND state IN ('deleted', 'purging')
+             RETURNING purge_objects, purge_bytes, purge_snapshots",
         )
+        .bind(counted.objects as i64)
+        .bind(counted.bytes as i64)
+        .bind(counted.snapshot_objects as i64)
         .bind(ws.as_str())
         .bind(ns.as_str())
-        .execute(&mut *self.writer.get().await?)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        .fetch_optional(&mut *self.writer.get().await?)
+        .await?;
+        Ok(row.map(|(o, b, s)| match o {
+            Some(_) => PurgeInventory::from_columns(o, b, s),
+            None => counted,
+        }))
     }
 
     async fn deleted_namespaces(&self) -> Result<Vec<(WorkspaceId, Namespace, Micros)>> {

@@ -66,7 +66,7 @@ impl TreeStore for SqliteStore {
         // Group commit: queue the write, then take the writer. Whoever gets it commits every
         // write queued by then in one transaction, so concurrent writers share one commit
         // instead of each waiting in line for its own.
-        let (queued, mut result) = self.queue.push(ws, ns, file, event);
+        let (queued, mut result) = self.queue.push(ws, ns, file, event, lock.fence());
         let conn = self.writer.get().await?;
         if let Ok(r) = result.try_recv() {
             return r;
