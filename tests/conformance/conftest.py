@@ -131,14 +131,59 @@ class Alternator:
             self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
-            async with self._server:
-                await self._server.serve_forever()
+            await self._server.wait_closed()
 
         self._thread = threading.Thread(
             target=lambda: self._loop.run_until_complete(serve()), daemon=True)
         self._thread.start()
         ready.wait(10)
         self.url = f"http://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def _without_connection_headers(head: bytes, close: bool) -> bytes:
+        lines = head.decode("latin-1").split("\r\n")
+        kept = [l for l in lines[1:] if l and not l.lower().startswith(("connection:", "keep-alive:"))]
+        extra = ["Connection: close"] if close else []
+        return "\r\n".join([lines[0], *kept, *extra, "", ""]).encode("latin-1")
+
+    async def _relay_response(self, up_reader, writer, method: str):
+        """Relays one response, framed by its own headers (the node keeps the connection
+        open, as it would for a load balancer's pool); tells the client to close after it."""
+        head = await up_reader.readuntil(b"\r\n\r\n")
+        writer.write(self._without_connection_headers(head, close=True))
+        fields = {}
+        for line in head.decode("latin-1").split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            fields[name.strip().lower()] = value.strip().lower()
+        status = int(head.split()[1])
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            pass
+        elif "chunked" in fields.get("transfer-encoding", ""):
+            while True:
+                size_line = await up_reader.readuntil(b"\r\n")
+                writer.write(size_line)
+                size = int(size_line.split(b";")[0], 16)
+                if size == 0:
+                    while (trailer := await up_reader.readuntil(b"\r\n")) != b"\r\n":
+                        writer.write(trailer)
+                    writer.write(b"\r\n")
+                    break
+                writer.write(await up_reader.readexactly(size + 2))
+                await writer.drain()
+        elif "content-length" in fields:
+            left = int(fields["content-length"])
+            while left:
+                chunk = await up_reader.read(min(left, 65536))
+                if not chunk:
+                    break
+                writer.write(chunk)
+                left -= len(chunk)
+                await writer.drain()
+        else:
+            while chunk := await up_reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+        await writer.drain()
 
     async def _handle(self, reader, writer):
         import asyncio
@@ -148,9 +193,7 @@ class Alternator:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             writer.close()
             return
-        lines = head.decode("latin-1").split("\r\n")
-        kept = [l for l in lines[1:] if l and not l.lower().startswith(("connection:", "keep-alive:"))]
-        head = "\r\n".join([lines[0], *kept, "Connection: close", "", ""]).encode("latin-1")
+        method = head.split(b" ", 1)[0].decode("latin-1")
         i = self._next
         self._next = (self._next + 1) % len(self.backends)
         self.sent[i] += 1
@@ -160,21 +203,34 @@ class Alternator:
             writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             writer.close()
             return
-        up_writer.write(head)
+        up_writer.write(self._without_connection_headers(head, close=False))
 
-        async def pipe(src, dst):
+        async def send_body():
+            # Once the node stops reading (it answered early, a 413 say), the rest of the
+            # body is read and dropped, so the client finishes sending and reads the answer.
+            upstream = True
             try:
-                while chunk := await src.read(65536):
-                    dst.write(chunk)
-                    await dst.drain()
+                while chunk := await reader.read(65536):
+                    if upstream:
+                        try:
+                            up_writer.write(chunk)
+                            await up_writer.drain()
+                        except ConnectionError:
+                            upstream = False
             except ConnectionError:
                 pass
 
-        # The request body (any framing) flows up while the answer flows down; the answer's
-        # end (the node closing) ends the exchange.
-        body = asyncio.ensure_future(pipe(reader, up_writer))
-        await pipe(up_reader, writer)
-        body.cancel()
+        # The request body (any framing) flows up while the answer flows down; then the
+        # client, told to, closes its end.
+        body = asyncio.ensure_future(send_body())
+        try:
+            await self._relay_response(up_reader, writer, method)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        try:
+            await asyncio.wait_for(body, 60)
+        except asyncio.TimeoutError:
+            pass
         for w in (up_writer, writer):
             try:
                 w.close()
@@ -183,6 +239,7 @@ class Alternator:
 
     def close(self):
         self._loop.call_soon_threadsafe(self._server.close)
+        self._thread.join(10)
 
 
 def conformance_nodes() -> int:
