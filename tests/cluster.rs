@@ -900,12 +900,15 @@ async fn every_node_serves_one_feed_one_stream_and_one_audit_trail() {
     );
 }
 
-/// Each webhook delivery attempt is sent by exactly one node: with both nodes delivering, a
-/// receiver that counts requests by event id sees every event once.
+/// 200 events written through both nodes, to a receiver that refuses each event's first
+/// attempt: every attempt is sent by exactly one node, so each event arrives exactly twice
+/// (the refused attempt and its retry), and the database agrees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn each_delivery_is_sent_by_one_node() {
+async fn each_delivery_attempt_is_sent_by_one_node() {
+    use sqlx::Connection;
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
+    const EVENTS: usize = 200;
     let (a, b, _) = pair(false).await;
     let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -916,8 +919,13 @@ async fn each_delivery_is_sent_by_one_node() {
             let seen = Arc::clone(&seen);
             move |headers: axum::http::HeaderMap| async move {
                 let id = headers["x-trove-event-id"].to_str().unwrap().to_owned();
-                *seen.lock().unwrap().entry(id).or_default() += 1;
-                StatusCode::OK
+                let mut seen = seen.lock().unwrap();
+                let n = seen.entry(id).or_default();
+                *n += 1;
+                match *n {
+                    1 => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => StatusCode::OK,
+                }
             }
         }),
     );
@@ -933,25 +941,47 @@ async fn each_delivery_is_sent_by_one_node() {
 
     let key = a.mint("hooked", Some("hooks")).await;
     let on = [a.client(&key, Some("hooks")), b.client(&key, Some("hooks"))];
-    let writes: Vec<_> = (0..40)
-        .map(|i| {
+    futures::stream::iter(0..EVENTS)
+        .for_each_concurrent(8, |i| {
             let c = on[i % 2].clone();
-            tokio::spawn(async move { c.write(&format!("f{i}.txt"), "x").await.status })
+            async move {
+                let r = c.write(&format!("f{i}.txt"), "x").await;
+                assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+            }
         })
-        .collect();
-    for w in writes {
-        assert_eq!(w.await.unwrap(), StatusCode::OK);
+        .await;
+    // Settled: every delivery recorded delivered and none claimed, so nothing is in flight.
+    let mut db = sqlx::PgConnection::connect(&support::database_url(a.dir.path()))
+        .await
+        .unwrap();
+    const SETTLED: &str = "SELECT count(*) FILTER (WHERE d.state = 'delivered') = $1
+                AND count(*) FILTER (WHERE d.state <> 'delivered') = 0
+                AND bool_and(w.busy_until IS NULL)
+         FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let settled: bool = sqlx::query_scalar(SETTLED)
+            .bind(EVENTS as i64)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        if settled {
+            break;
+        }
+        let got = seen.lock().unwrap().len();
+        assert!(
+            Instant::now() < deadline,
+            "deliveries did not settle ({got} seen)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    wait_for("40 events delivered", || async {
-        seen.lock().unwrap().len() == 40
-    })
-    .await;
-    // Anything sent twice would have arrived by now too.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM deliveries")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(attempts, vec![2; EVENTS], "two attempts recorded for each");
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 40);
-    assert!(
-        seen.values().all(|&n| n == 1),
-        "some sent more than once: {seen:?}"
-    );
+    assert_eq!(seen.len(), EVENTS);
+    let twice = seen.values().filter(|&&n| n == 2).count();
+    assert_eq!(twice, EVENTS, "each attempt sent once: {seen:?}");
 }

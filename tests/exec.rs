@@ -246,6 +246,15 @@ async fn an_exec_authenticated_before_a_revocation_does_not_run_after_it() {
     assert_eq!(observer.sh("echo fine").await, "fine\n");
 }
 
+/// Waits (at most 20 s) until `n` execs are running on `srv`.
+async fn until_running(srv: &TestServer, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while srv.services.running.count() != n {
+        assert!(Instant::now() < deadline, "{n} execs never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn revoking_a_key_kills_its_running_exec_and_discards_its_changes() {
     let srv = TestServer::start().await;
@@ -260,8 +269,16 @@ async fn revoking_a_key_kills_its_running_exec_and_discards_its_changes() {
             .await;
         (r, started.elapsed())
     });
-    // Wait until the sandbox has started (its write is visible to nobody yet).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Wait until the exec has written (in its working copy, visible to nobody yet).
+    until_running(&srv, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !support::walk(&srv.dir.path().join("exec"))
+        .iter()
+        .any(|f| f.ends_with("partial.txt"))
+    {
+        assert!(Instant::now() < deadline, "the exec never wrote");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let keys = srv
         .admin()
         .get(&format!("/v1/workspaces/{}/keys", srv.ws))
@@ -359,7 +376,7 @@ async fn deleting_a_namespace_kills_its_execs() {
     let a = srv.agent("short").await;
     a.write("f.txt", "f").await;
     let running = tokio::spawn(async move { a.exec("sleep 25").await });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    until_running(&srv, 1).await;
     let r = srv
         .admin()
         .delete(&format!("/v1/workspaces/{}/namespaces/short", srv.ws))
