@@ -444,3 +444,33 @@ async fn large_files_cross_every_copy_intact() {
     let again = a.sh("sha256sum < workspace/made.bin").await;
     assert_eq!(again.split_whitespace().next(), Some(want_made.as_str()));
 }
+
+/// A warm working copy follows every kind of change made through the file API between two
+/// execs (it is refreshed from the tree's journal): a write, an overwrite, a directory
+/// deleted, a file replaced by a directory of the same name.
+#[tokio::test]
+async fn a_warm_copy_follows_every_change_between_execs() {
+    let srv = TestServer::start().await;
+    let a = srv.agent("journal").await;
+    for (path, body) in [("keep.txt", "k"), ("d/x", "x"), ("d/y", "y"), ("f", "f")] {
+        assert_eq!(a.write(path, body).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        a.sh("cd workspace && find . -type f | sort").await,
+        "./d/x\n./d/y\n./f\n./keep.txt\n"
+    );
+    assert_eq!(a.remove("d").await.status, StatusCode::OK);
+    assert_eq!(a.remove("f").await.status, StatusCode::OK);
+    for (path, body) in [
+        ("f/inner", "i"),
+        ("new/n.txt", "n"),
+        ("keep.txt", "changed"),
+    ] {
+        assert_eq!(a.write(path, body).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        a.sh("cd workspace && find . | sort && cat keep.txt f/inner")
+            .await,
+        ".\n./f\n./f/inner\n./keep.txt\n./new\n./new/n.txt\nchangedi"
+    );
+}

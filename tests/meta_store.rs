@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use warren::coord::{Coordinator, DeleteLock, InProcess, NamespaceLock, WriteLock};
 use warren::db::{
-    AttemptResult, AuditPos, AuditQuery, AuditRecord, EntryKind, Error, EventQuery, EventRecord,
-    FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NewEvent, NewKey, PurgeInventory, Scope,
-    SnapshotRecord, Swept, TreeOp, Webhook,
+    AttemptResult, AuditPos, AuditQuery, AuditRecord, Entry, EntryKind, Error, EventQuery,
+    EventRecord, FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NewEvent, NewKey,
+    PurgeInventory, Scope, SnapshotRecord, Swept, TreeChanges, TreeOp, Webhook,
 };
 use warren::ids::{EventId, KeyId, Micros};
 use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
@@ -167,6 +167,108 @@ async fn keys_lifecycle(store: Arc<dyn MetaStore>) {
         .map(|e| e.kind)
         .collect();
     assert_eq!(kinds, ["key.revoked", "key.rotated", "key.created"]);
+}
+
+/// The journal: what changed after a generation is exactly what a copy at that generation
+/// must apply to match the tree (written entries, removed paths that are gone), however it
+/// changed: a write, a delete of a directory, a sync-back that turns a file into a directory,
+/// a path deleted and written again. Pruned removals put older generations out of reach.
+async fn the_journal_tells_what_changed_since_a_generation(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    let a = ns("alice");
+    let paths = |es: &[Entry]| {
+        es.iter()
+            .map(|e| e.path.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let strs = |ps: &[NsPath]| ps.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>();
+    for f in ["keep.txt", "d/x", "d/y", "f", "again"] {
+        write(&*store, "alice", f, "file.written").await;
+    }
+    let g = store.generation(&ws(), &a).await.unwrap();
+    let none = store.tree_changes(&ws(), &a, g).await.unwrap().unwrap();
+    assert_eq!(none, TreeChanges::default(), "nothing changed since now");
+
+    write(&*store, "alice", "new/n.txt", "file.written").await;
+    let lock = lock_delete(&ws(), &a, &p("d")).await;
+    store
+        .commit_delete(&lock, &ev("file.deleted", Some("alice")))
+        .await
+        .unwrap();
+    drop(lock);
+    let lock = lock_delete(&ws(), &a, &p("again")).await;
+    store
+        .commit_delete(&lock, &ev("file.deleted", Some("alice")))
+        .await
+        .unwrap();
+    drop(lock);
+    write(&*store, "alice", "again", "file.written").await;
+    let lock = lock_namespace(&ws(), &a).await;
+    store
+        .commit_tree_ops(
+            &lock,
+            &[
+                TreeOp::Delete(p("f")),
+                TreeOp::Dir(p("f"), Micros::now()),
+                TreeOp::File(file("f/inner", 2)),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    drop(lock);
+
+    let c = store.tree_changes(&ws(), &a, g).await.unwrap().unwrap();
+    assert_eq!(
+        paths(&c.written),
+        ["again", "f", "f/inner", "new", "new/n.txt"]
+    );
+    assert_eq!(c.written[1].kind, EntryKind::Dir);
+    assert_eq!(
+        strs(&c.removed),
+        ["d", "d/x", "d/y"],
+        "gone, and only what is gone"
+    );
+    // Applied to the tree as it was at `g`, the changes give the tree as it is.
+    let now: Vec<String> = paths(&store.tree(&ws(), &a).await.unwrap());
+    let mut rebuilt: Vec<String> = ["again", "d", "d/x", "d/y", "f", "keep.txt"]
+        .into_iter()
+        .map(str::to_owned)
+        .filter(|p| !c.removed.iter().any(|r| r.as_str() == p))
+        .filter(|p| !c.written.iter().any(|e| e.path.as_str() == p))
+        .chain(paths(&c.written))
+        .collect();
+    rebuilt.sort();
+    assert_eq!(rebuilt, now);
+    // From a later generation, only what came after it.
+    let g2 = store.generation(&ws(), &a).await.unwrap();
+    write(&*store, "alice", "last", "file.written").await;
+    let c = store.tree_changes(&ws(), &a, g2).await.unwrap().unwrap();
+    assert_eq!(
+        (paths(&c.written), c.removed),
+        (vec!["last".to_owned()], vec![])
+    );
+    let other = store
+        .tree_changes(&ws(), &ns("bob"), 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        other,
+        TreeChanges::default(),
+        "another namespace changed nothing"
+    );
+
+    // Removals forgotten: generations before them are out of the journal's reach, later
+    // ones are not.
+    assert_eq!(store.prune_journal(Micros(0)).await.unwrap(), 0);
+    assert!(store.prune_journal(Micros(i64::MAX)).await.unwrap() >= 4);
+    assert_eq!(store.tree_changes(&ws(), &a, g).await.unwrap(), None);
+    let latest = store.generation(&ws(), &a).await.unwrap();
+    assert_eq!(
+        store.tree_changes(&ws(), &a, latest).await.unwrap(),
+        Some(TreeChanges::default())
+    );
 }
 
 async fn writes_create_parents_and_bump_generation(store: Arc<dyn MetaStore>) {
@@ -1785,6 +1887,7 @@ macro_rules! stores {
             case!(default_workspace_is_created_once);
             case!(keys_lifecycle);
             case!(writes_create_parents_and_bump_generation);
+            case!(the_journal_tells_what_changed_since_a_generation);
             case!(conflicts_are_refused_without_side_effects);
             case!(children_are_ordered_dirs_first_then_bytewise);
             case!(delete_removes_exactly_the_subtree);

@@ -585,6 +585,30 @@ pub trait TreeStore: Send + Sync {
 
     /// The namespace's generation; 0 for a namespace never written.
     async fn generation(&self, ws: &WorkspaceId, ns: &Namespace) -> Result<u64>;
+
+    /// What changed in the tree after generation `since` (the journal): every entry written
+    /// after it, and every path removed after it that does not exist now, each by path.
+    /// `None` when the journal no longer reaches back that far: the caller reads the whole
+    /// tree instead. Costs what changed, not the size of the namespace.
+    async fn tree_changes(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        since: u64,
+    ) -> Result<Option<TreeChanges>>;
+
+    /// Forgets removals recorded before `before`, raising each namespace's journal floor past
+    /// them; returns how many were forgotten.
+    async fn prune_journal(&self, before: Micros) -> Result<u64>;
+}
+
+/// A tree's changes after a generation (see [`TreeStore::tree_changes`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TreeChanges {
+    /// Entries written since, by path (so a directory comes before what it holds).
+    pub written: Vec<Entry>,
+    /// Paths removed since that do not exist now, by path.
+    pub removed: Vec<NsPath>,
 }
 
 /// What a namespace's purge removes: objects (files and snapshot archives), their bytes, and

@@ -92,6 +92,10 @@ pub async fn sweep_orphans(
 
 const SWEEP_BATCH: u32 = 1000;
 
+/// How long the tree's journal remembers a removal; a working copy left idle longer is
+/// refreshed from the whole tree.
+const JOURNAL_KEPT: Duration = Duration::from_secs(86_400);
+
 /// Removes everything older than `retention` before `now`, in bounded batches; with
 /// `dry_run`, only counts what it would remove.
 pub async fn sweep(
@@ -189,6 +193,12 @@ async fn sweep_while_leading(
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
+        }
+        let journal_cutoff = Micros(Micros::now().0 - JOURNAL_KEPT.as_micros() as i64);
+        match meta.prune_journal(journal_cutoff).await {
+            Ok(n) if n > 0 => tracing::debug!(removals = n, "pruned the tree journal"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "tree journal prune failed"),
         }
         match sweep(meta, settings.events, Micros::now(), false).await {
             Ok(s) if s != Swept::default() => tracing::info!(

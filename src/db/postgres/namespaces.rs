@@ -144,7 +144,8 @@ impl NamespaceLifecycle for PgStore {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE namespaces
-             SET state = 'purged', purged_at = warren_now(), generation = generation + 1
+             SET state = 'purged', purged_at = warren_now(), generation = generation + 1,
+               journal_floor = generation + 1
              WHERE workspace_id = $1 AND name = $2 AND state = 'purging'",
         )
         .bind(ws.as_str())
@@ -159,6 +160,7 @@ impl NamespaceLifecycle for PgStore {
         // with its files, and subscriptions bound to the name end. Only the proof remains.
         for sql in [
             "DELETE FROM files WHERE workspace_id = $1 AND namespace = $2",
+            "DELETE FROM tree_tombstones WHERE workspace_id = $1 AND namespace = $2",
             "DELETE FROM snapshots WHERE workspace_id = $1 AND namespace = $2",
             "DELETE FROM deliveries WHERE event_seq IN
                (SELECT seq FROM events WHERE workspace_id = $1 AND namespace = $2)",

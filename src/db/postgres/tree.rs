@@ -5,6 +5,7 @@
 //! group-committed (`db::group`).
 
 use super::*;
+use crate::db::TreeChanges;
 
 #[async_trait]
 impl TreeStore for PgStore {
@@ -245,6 +246,77 @@ impl TreeStore for PgStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(g.unwrap_or(0) as u64)
+    }
+
+    async fn tree_changes(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        since: u64,
+    ) -> Result<Option<TreeChanges>> {
+        // The floor is read last: a prune that ran meanwhile shows there, not as a silently
+        // missing removal.
+        let removed: Vec<String> = sqlx::query_scalar(
+            "SELECT t.path FROM tree_tombstones t
+             WHERE t.workspace_id = $1 AND t.namespace = $2 AND t.generation > $3
+               AND NOT EXISTS (SELECT 1 FROM files f WHERE f.workspace_id = $1
+                                 AND f.namespace = $2 AND f.path = t.path)
+             ORDER BY t.path",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .bind(since as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM files
+             WHERE workspace_id = $1 AND namespace = $2 AND generation > $3 ORDER BY path"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(ws.as_str())
+            .bind(ns.as_str())
+            .bind(since as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let floor: Option<i64> = sqlx::query_scalar(
+            "SELECT journal_floor FROM namespaces WHERE workspace_id = $1 AND name = $2",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        if floor.unwrap_or(0) as u64 > since {
+            return Ok(None);
+        }
+        Ok(Some(TreeChanges {
+            written: rows.iter().map(entry_from_row).collect::<Result<_>>()?,
+            removed: removed
+                .iter()
+                .map(|p| Ok(NsPath::parse(p)?))
+                .collect::<Result<_>>()?,
+        }))
+    }
+
+    async fn prune_journal(&self, before: Micros) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let pruned: Option<i64> = sqlx::query_scalar(
+            "WITH gone AS (
+                 DELETE FROM tree_tombstones WHERE deleted_at < $1
+                 RETURNING workspace_id, namespace, generation
+             ), tops AS (
+                 SELECT workspace_id, namespace, max(generation) AS top, count(*) AS n
+                 FROM gone GROUP BY workspace_id, namespace
+             ), raised AS (
+                 UPDATE namespaces n SET journal_floor = GREATEST(n.journal_floor, t.top)
+                 FROM tops t WHERE n.workspace_id = t.workspace_id AND n.name = t.namespace
+             )
+             SELECT sum(n)::bigint FROM tops",
+        )
+        .bind(before.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(pruned.unwrap_or(0) as u64)
     }
 }
 

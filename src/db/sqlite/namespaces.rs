@@ -146,7 +146,8 @@ impl NamespaceLifecycle for SqliteStore {
         let mut conn = self.writer.get().await?;
         let mut tx = conn.begin_with(WRITE_TX).await?;
         let done = sqlx::query(
-            "UPDATE namespaces SET state = 'purged', purged_at = ?, generation = generation + 1
+            "UPDATE namespaces SET state = 'purged', purged_at = ?, generation = generation + 1,
+               journal_floor = generation + 1
              WHERE workspace_id = ? AND name = ? AND state = 'purging'",
         )
         .bind(now().0)
@@ -162,6 +163,7 @@ impl NamespaceLifecycle for SqliteStore {
         // with its files, and subscriptions bound to the name end. Only the proof remains.
         for sql in [
             "DELETE FROM files WHERE workspace_id = ? AND namespace = ?",
+            "DELETE FROM tree_tombstones WHERE workspace_id = ? AND namespace = ?",
             "DELETE FROM snapshots WHERE workspace_id = ? AND namespace = ?",
             "DELETE FROM deliveries WHERE event_seq IN
                (SELECT seq FROM events WHERE workspace_id = ? AND namespace = ?)",

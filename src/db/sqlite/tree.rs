@@ -1,6 +1,7 @@
 //! TreeStore on SQLite.
 
 use super::*;
+use crate::db::TreeChanges;
 
 #[async_trait]
 impl TreeStore for SqliteStore {
@@ -317,5 +318,75 @@ impl TreeStore for SqliteStore {
         .fetch_optional(&mut *self.reader.get().await?)
         .await?;
         Ok(g.unwrap_or(0) as u64)
+    }
+
+    async fn tree_changes(
+        &self,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        since: u64,
+    ) -> Result<Option<TreeChanges>> {
+        let mut conn = self.reader.get().await?;
+        // The floor is read last: a prune that ran meanwhile shows there, not as a silently
+        // missing removal.
+        let removed: Vec<String> = sqlx::query_scalar(
+            "SELECT t.path FROM tree_tombstones t
+             WHERE t.workspace_id = ?1 AND t.namespace = ?2 AND t.generation > ?3
+               AND NOT EXISTS (SELECT 1 FROM files f WHERE f.workspace_id = ?1
+                                 AND f.namespace = ?2 AND f.path = t.path)
+             ORDER BY t.path",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .bind(since as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT path, kind, size, mode, mtime, sha256, target FROM files
+             WHERE workspace_id = ? AND namespace = ? AND generation > ? ORDER BY path",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .bind(since as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        let floor: Option<i64> = sqlx::query_scalar(
+            "SELECT journal_floor FROM namespaces WHERE workspace_id = ? AND name = ?",
+        )
+        .bind(ws.as_str())
+        .bind(ns.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if floor.unwrap_or(0) as u64 > since {
+            return Ok(None);
+        }
+        Ok(Some(TreeChanges {
+            written: rows.iter().map(entry_from_row).collect::<Result<_>>()?,
+            removed: removed
+                .iter()
+                .map(|p| Ok(NsPath::parse(p)?))
+                .collect::<Result<_>>()?,
+        }))
+    }
+
+    async fn prune_journal(&self, before: Micros) -> Result<u64> {
+        let mut b = Batch::new();
+        b.push(
+            "UPDATE namespaces SET journal_floor = max(journal_floor, (
+                 SELECT max(t.generation) FROM tree_tombstones t
+                 WHERE t.workspace_id = namespaces.workspace_id
+                   AND t.namespace = namespaces.name AND t.deleted_at < ?))
+             WHERE EXISTS (SELECT 1 FROM tree_tombstones t
+                           WHERE t.workspace_id = namespaces.workspace_id
+                             AND t.namespace = namespaces.name AND t.deleted_at < ?)",
+        )
+        .bind(before.0)
+        .bind(before.0);
+        b.push("DELETE FROM tree_tombstones WHERE deleted_at < ? RETURNING 1")
+            .bind(before.0);
+        let mut conn = self.writer.get().await?;
+        let rows = conn.batch(b).await?;
+        conn.commit().await?;
+        Ok(rows.len() as u64)
     }
 }

@@ -21,7 +21,9 @@ const SMALL_FILE: u64 = 1024 * 1024;
 const FETCH_CONCURRENCY: usize = 16;
 
 impl Exec {
-    /// Brings `wc` to the index's state, touching only the paths that differ.
+    /// Brings `wc` to the index's state at `generation`, touching only the paths that differ:
+    /// from the tree's journal when the copy is at a generation it still reaches (the cost is
+    /// what changed), from the whole tree otherwise.
     pub(super) async fn refresh(
         &self,
         wc: &mut WorkCopy,
@@ -29,25 +31,67 @@ impl Exec {
         ns: &Namespace,
         generation: u64,
     ) -> Result<()> {
-        let entries = self.meta.tree(ws, ns).await?;
-        let wanted: HashMap<&str, Node> = entries
-            .iter()
-            .map(|e| (e.path.as_str(), node_of(e)))
-            .collect();
-        let stale: Vec<String> = wc
-            .nodes()
-            .iter()
-            .filter(|(p, n)| wanted.get(p.as_str()).is_none_or(|w| !same_kind(w, n)))
-            .map(|(p, _)| p.clone())
-            .collect();
+        let changes = match wc.generation {
+            Some(since) => self.meta.tree_changes(ws, ns, since).await?,
+            None => None,
+        };
+        let (entries, stale) = match changes {
+            Some(changes) => {
+                // Removed paths, and written ones whose kind changed, go before anything is
+                // written (a directory where a file was, say).
+                let mut stale: Vec<String> = changes
+                    .removed
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect();
+                stale.extend(
+                    changes
+                        .written
+                        .iter()
+                        .filter(|e| {
+                            wc.node(e.path.as_str())
+                                .is_some_and(|n| !same_kind(&node_of(e), n))
+                        })
+                        .map(|e| e.path.as_str().to_owned()),
+                );
+                (changes.written, stale)
+            }
+            None => {
+                let entries = self.meta.tree(ws, ns).await?;
+                let wanted: HashMap<&str, Node> = entries
+                    .iter()
+                    .map(|e| (e.path.as_str(), node_of(e)))
+                    .collect();
+                let stale = wc
+                    .nodes()
+                    .iter()
+                    .filter(|(p, n)| wanted.get(p.as_str()).is_none_or(|w| !same_kind(w, n)))
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                (entries, stale)
+            }
+        };
         for p in stale {
             if wc.node(&p).is_some() {
                 wc.remove(&p).map_err(internal)?;
             }
         }
+        self.materialize(wc, ws, ns, &entries).await?;
+        wc.generation = Some(generation);
+        Ok(())
+    }
+
+    /// Writes `entries` (by path, so directories first) into `wc` where it differs from them.
+    async fn materialize(
+        &self,
+        wc: &mut WorkCopy,
+        ws: &WorkspaceId,
+        ns: &Namespace,
+        entries: &[Entry],
+    ) -> Result<()> {
         let mut fetch = Vec::new();
-        for e in &entries {
-            let want = &wanted[e.path.as_str()];
+        for e in entries {
+            let want = &node_of(e);
             if wc.node(e.path.as_str()) == Some(want) {
                 continue;
             }
@@ -104,7 +148,6 @@ impl Exec {
             writing.await.map_err(internal)?.map_err(internal)?;
             wc.file_written(e.path.as_str(), sha_of(e), e.mode, e.size);
         }
-        wc.generation = Some(generation);
         Ok(())
     }
 }
