@@ -462,6 +462,32 @@ async fn execs_on_one_namespace_take_turns_across_nodes() {
     assert_eq!(on[0].sh("cat workspace/c").await, "8\n");
 }
 
+/// A node's warm working copy catches up with what another node changed since its last exec,
+/// removals included (read from the tree's journal): files written, a directory deleted and a
+/// file made a directory through A are exactly what an exec on B sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exec_sees_every_change_made_through_another_node() {
+    let (a, b, _) = pair(false).await;
+    let key = a.mint("journal", Some("journal")).await;
+    let (on_a, on_b) = (
+        a.client(&key, Some("journal")),
+        b.client(&key, Some("journal")),
+    );
+    for path in ["keep", "d/x", "d/y", "f"] {
+        assert_eq!(on_a.write(path, path).await.status, StatusCode::OK);
+    }
+    let listing = "cd workspace && find . -type f | sort";
+    assert_eq!(on_b.sh(listing).await, "./d/x\n./d/y\n./f\n./keep\n");
+    assert_eq!(on_a.remove("d").await.status, StatusCode::OK);
+    assert_eq!(on_a.remove("f").await.status, StatusCode::OK);
+    assert_eq!(on_a.write("f/inner", "i").await.status, StatusCode::OK);
+    assert_eq!(on_a.write("keep", "kept").await.status, StatusCode::OK);
+    assert_eq!(
+        on_b.sh(&format!("{listing}; cat keep")).await,
+        "./f/inner\n./keep\nkept"
+    );
+}
+
 /// The holder of the retention lease, and its token, read in the database of the pair whose
 /// first node is `srv`.
 async fn retention_lease(srv: &TestServer) -> Option<(String, i64)> {
