@@ -18,7 +18,10 @@
 //! - **Leadership** of the retention sweeps is a lease row (webhook delivery runs on every
 //!   node, each attempt claimed by one).
 //! - **Tree locks** are this process's and then the cluster's (advisory locks on pooled
-//!   sessions kept for them), in one order everywhere.
+//!   sessions kept for them), in one order everywhere. Each lock carries a [`Fence`]: the
+//!   commit made under it is refused if the lock's session has lost it meanwhile.
+//!
+//! [`Fence`]: crate::db::Fence
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
