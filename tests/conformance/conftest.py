@@ -146,10 +146,12 @@ class Alternator:
         extra = ["Connection: close"] if close else []
         return "\r\n".join([lines[0], *kept, *extra, "", ""]).encode("latin-1")
 
-    async def _relay_response(self, up_reader, writer, method: str):
-        """Relays one response, framed by its own headers (the node keeps the connection
-        open, as it would for a load balancer's pool); tells the client to close after it."""
-        head = await up_reader.readuntil(b"\r\n\r\n")
+    async def _relay_response(self, up_reader, writer, method: str, head: bytes | None = None):
+        """Relays one response (whose head may have been read already), framed by its own
+        headers (the node keeps the connection open, as it would for a load balancer's
+        pool); tells the client to close after it."""
+        if head is None:
+            head = await up_reader.readuntil(b"\r\n\r\n")
         writer.write(self._without_connection_headers(head, close=True))
         fields = {}
         for line in head.decode("latin-1").split("\r\n")[1:]:
@@ -203,12 +205,23 @@ class Alternator:
             writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             writer.close()
             return
-        up_writer.write(self._without_connection_headers(head, close=False))
+        fields = {}
+        for line in head.decode("latin-1").split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            fields[name.strip().lower()] = value.strip().lower()
+        has_body = int(fields.get("content-length") or 0) > 0 or "transfer-encoding" in fields
+        up_head = self._without_connection_headers(head, close=False)
+        if has_body and "expect" not in fields:
+            # The node says whether it wants the body before any is sent (a 413 for a
+            # declared size over the limit comes back at once), as a buffering balancer
+            # would: a node that answered early and closed with a body half read would
+            # reset the connection, and the answer with it.
+            up_head = up_head[:-2] + b"Expect: 100-continue\r\n\r\n"
+        up_writer.write(up_head)
 
-        async def send_body():
-            # Once the node stops reading (it answered early, a 413 say), the rest of the
-            # body is read and dropped, so the client finishes sending and reads the answer.
-            upstream = True
+        async def send_body(upstream: bool):
+            # Once the node stops reading (it answered early), the rest of the body is read
+            # and dropped, so the client finishes sending and reads the answer.
             try:
                 while chunk := await reader.read(65536):
                     if upstream:
@@ -220,17 +233,24 @@ class Alternator:
             except ConnectionError:
                 pass
 
-        # The request body (any framing) flows up while the answer flows down; then the
-        # client, told to, closes its end.
-        body = asyncio.ensure_future(send_body())
+        body = None
         try:
-            await self._relay_response(up_reader, writer, method)
+            verdict = None
+            if has_body:
+                verdict = await up_reader.readuntil(b"\r\n\r\n")
+                if int(verdict.split()[1]) == 100:
+                    verdict = None
+                    body = asyncio.ensure_future(send_body(True))
+                else:
+                    body = asyncio.ensure_future(send_body(False))
+            await self._relay_response(up_reader, writer, method, verdict)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
-        try:
-            await asyncio.wait_for(body, 60)
-        except asyncio.TimeoutError:
-            pass
+        if body is not None:
+            try:
+                await asyncio.wait_for(body, 60)
+            except asyncio.TimeoutError:
+                pass
         for w in (up_writer, writer):
             try:
                 w.close()
