@@ -620,13 +620,42 @@ pub struct PurgeInventory {
     pub snapshot_objects: u64,
 }
 
+/// `begin_purge`'s answer from the row it updated (`None`: no purgeable namespace) and the
+/// inventory columns it returned, which are empty for a purge begun before they existed.
+type PurgeColumns = Option<(Option<i64>, Option<i64>, Option<i64>)>;
+
 impl PurgeInventory {
-    fn from_columns(objects: Option<i64>, bytes: Option<i64>, snapshots: Option<i64>) -> Self {
-        Self {
-            objects: objects.unwrap_or(0) as u64,
-            bytes: bytes.unwrap_or(0) as u64,
-            snapshot_objects: snapshots.unwrap_or(0) as u64,
+    fn recorded(row: PurgeColumns, counted: Self) -> Option<Self> {
+        row.map(|(objects, bytes, snapshots)| match objects {
+            Some(objects) => Self {
+                objects: objects as u64,
+                bytes: bytes.unwrap_or(0) as u64,
+                snapshot_objects: snapshots.unwrap_or(0) as u64,
+            },
+            None => counted,
+        })
+    }
+}
+
+impl TreeChanges {
+    /// The journal's answer from what a backend read, the floor last: `None` when the floor
+    /// is past `since`.
+    fn read(
+        since: u64,
+        written: Vec<Entry>,
+        removed: &[String],
+        floor: Option<i64>,
+    ) -> Result<Option<Self>> {
+        if floor.unwrap_or(0) as u64 > since {
+            return Ok(None);
         }
+        Ok(Some(Self {
+            written,
+            removed: removed
+                .iter()
+                .map(|p| Ok(NsPath::parse(p)?))
+                .collect::<Result<_>>()?,
+        }))
     }
 }
 

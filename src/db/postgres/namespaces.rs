@@ -102,7 +102,7 @@ impl NamespaceLifecycle for PgStore {
     ) -> Result<Option<PurgeInventory>> {
         // The first begin's count stands: a purge begun before the inventory existed counts
         // what it finds now.
-        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+        let row = sqlx::query_as(
             "UPDATE namespaces SET state = 'purging',
                purge_objects = CASE WHEN state = 'deleted' THEN $3 ELSE purge_objects END,
                purge_bytes = CASE WHEN state = 'deleted' THEN $4 ELSE purge_bytes END,
@@ -117,10 +117,7 @@ impl NamespaceLifecycle for PgStore {
         .bind(counted.snapshot_objects as i64)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(o, b, s)| match o {
-            Some(_) => PurgeInventory::from_columns(o, b, s),
-            None => counted,
-        }))
+        Ok(PurgeInventory::recorded(row, counted))
     }
 
     async fn deleted_namespaces(&self) -> Result<Vec<(WorkspaceId, Namespace, Micros)>> {

@@ -104,7 +104,7 @@ impl NamespaceLifecycle for SqliteStore {
     ) -> Result<Option<PurgeInventory>> {
         // The first begin's count stands: a purge begun before the inventory existed counts
         // what it finds now.
-        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+        let row = sqlx::query_as(
             "UPDATE namespaces SET state = 'purging',
                purge_objects = CASE WHEN state = 'deleted' THEN ? ELSE purge_objects END,
                purge_bytes = CASE WHEN state = 'deleted' THEN ? ELSE purge_bytes END,
@@ -119,10 +119,7 @@ impl NamespaceLifecycle for SqliteStore {
         .bind(ns.as_str())
         .fetch_optional(&mut *self.writer.get().await?)
         .await?;
-        Ok(row.map(|(o, b, s)| match o {
-            Some(_) => PurgeInventory::from_columns(o, b, s),
-            None => counted,
-        }))
+        Ok(PurgeInventory::recorded(row, counted))
     }
 
     async fn deleted_namespaces(&self) -> Result<Vec<(WorkspaceId, Namespace, Micros)>> {

@@ -357,16 +357,8 @@ impl TreeStore for SqliteStore {
         .bind(ns.as_str())
         .fetch_optional(&mut *conn)
         .await?;
-        if floor.unwrap_or(0) as u64 > since {
-            return Ok(None);
-        }
-        Ok(Some(TreeChanges {
-            written: rows.iter().map(entry_from_row).collect::<Result<_>>()?,
-            removed: removed
-                .iter()
-                .map(|p| Ok(NsPath::parse(p)?))
-                .collect::<Result<_>>()?,
-        }))
+        let written = rows.iter().map(entry_from_row).collect::<Result<_>>()?;
+        TreeChanges::read(since, written, &removed, floor)
     }
 
     async fn prune_journal(&self, before: Micros) -> Result<u64> {
