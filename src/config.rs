@@ -21,6 +21,16 @@ use crate::services::webhooks::WebhookSettings;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as `text` (for people) or `json` (one object a line, for collectors). Logs
+    /// go to stderr, coloured only when it is a terminal; `RUST_LOG` sets the levels.
+    #[arg(long, global = true, env = "WARREN_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,6 +114,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "WARREN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Also serve `/metrics` here, without authentication: for a private network a
+    /// Prometheus scrapes from. On the main address it needs an admin key.
+    #[arg(long, env = "WARREN_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Let webhooks target loopback, private and link-local addresses (off: public only).
     #[arg(long, env = "WARREN_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
@@ -163,7 +177,7 @@ pub struct ExecArgs {
     #[arg(long, env = "WARREN_BWRAP", default_value = "/usr/bin/bwrap")]
     pub bwrap: PathBuf,
     /// Working copies and per-exec directories; every ancestor must be traversable (o+x)
-    /// [default: <data-dir>/exec].
+    /// [default: <data-dir>/exec, or /var/lib/warren-exec/<id> when that is unreachable].
     #[arg(long, env = "WARREN_EXEC_DIR")]
     pub exec_dir: Option<PathBuf>,
     /// Host uid (and gid) sandboxes run as; dedicated, owning nothing else.
@@ -203,7 +217,7 @@ impl ExecArgs {
         ExecSettings {
             sandbox: warren_exec::SandboxConfig {
                 bwrap: self.bwrap,
-                base_dir: self.exec_dir.unwrap_or_else(|| data_dir.join("exec")),
+                base_dir: self.exec_dir.unwrap_or_else(|| default_exec_dir(data_dir)),
                 uid: self.exec_uid,
                 gid: self.exec_uid,
                 limits: warren_exec::Limits {
@@ -222,6 +236,24 @@ impl ExecArgs {
         }
     }
 }
+
+/// Where working copies go unless `--exec-dir` says: `<data-dir>/exec` when the sandbox uid
+/// can reach it, and otherwise (a data dir under a mode-700 home, as when root runs Warren
+/// from `/root/warren`) a directory of this data dir's own under `/var/lib/warren-exec`. The
+/// suffix keeps two servers on one machine apart, since each clears its exec dir at start;
+/// working copies stay private either way (each is mode 0700, owned by the sandbox uid).
+pub fn default_exec_dir(data_dir: &std::path::Path) -> PathBuf {
+    let beside = data_dir.join("exec");
+    if warren_exec::sandbox::closed_ancestor(&beside).is_none() {
+        return beside;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    PathBuf::from(SYSTEM_EXEC_ROOT).join(hex::encode(&digest[..8]))
+}
+
+/// The fallback exec root; `/var/lib` is root's and traversable on every Linux distribution.
+pub const SYSTEM_EXEC_ROOT: &str = "/var/lib/warren-exec";
 
 fn parse_proxy(s: &str) -> Result<String, String> {
     reqwest::Proxy::all(s)
@@ -254,6 +286,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `--metrics-listen`: an unauthenticated `/metrics` listener, if any.
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub database_url: String,
     pub storage_url: String,
@@ -281,6 +315,7 @@ impl Config {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         Ok(Self {
             listen: args.listen,
+            metrics_listen: args.metrics_listen,
             database_url,
             storage_url,
             data_dir,

@@ -11,5 +11,6 @@ pub mod envelope;
 pub mod event;
 pub mod http;
 pub mod ids;
+pub mod metrics;
 pub mod server;
 pub mod services;

@@ -1,18 +1,13 @@
 //! The `warren` binary: parses the command line and runs the server.
 
 use clap::Parser;
-use warren::config::{AdminCommand, Cli, Command, Config, MigrateDbArgs, ReindexArgs};
+use warren::config::{AdminCommand, Cli, Command, Config, LogFormat, MigrateDbArgs, ReindexArgs};
 use warren::server::{Server, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warren=info".into()),
-        )
-        .init();
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Admin(AdminCommand::Reindex(args)) => reindex(args).await,
@@ -27,6 +22,35 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Logs to stderr (stdout carries what the commands print), filtered by `RUST_LOG`; beside
+/// them, sqlx's statement events feed the database latency metric whatever the filter says.
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warren=info".into());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let logs = match format {
+        LogFormat::Text => fmt.boxed(),
+        // The span's fields (request id, route, workspace, namespace, key) in each line.
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    };
+    let statements = tracing_subscriber::filter::Targets::new()
+        .with_target("sqlx::query", tracing::Level::DEBUG);
+    tracing_subscriber::registry()
+        .with(warren::metrics::StatementTimings.with_filter(statements))
+        .with(logs.with_filter(filter))
+        .init();
+}
+
 async fn serve(args: warren::config::ServeArgs) -> Result<(), warren::server::BoxError> {
     let config = Config::from_args(args)?;
     let server = Server::start(&config).await?;
@@ -37,6 +61,9 @@ async fn serve(args: warren::config::ServeArgs) -> Result<(), warren::server::Bo
             config.data_dir.join("admin.key").display()
         );
         println!("  {key}");
+    }
+    if let Some(addr) = server.metrics_addr() {
+        println!("metrics (no authentication) on http://{addr}/metrics");
     }
     println!(
         "warren listening on http://{} (workspace {ws})",

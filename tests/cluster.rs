@@ -365,6 +365,20 @@ async fn a_node_cut_off_fences_itself_and_does_not_hold_up_a_revocation() {
     );
     // By then B has fenced itself: the cached key is refused, the exec is over.
     assert!(b.services.coord.fenced(), "B did not fence itself");
+    // A load balancer's probe sees it too, and routes around B; A stays ready.
+    let ready = b.anonymous().get("/readyz").await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        ready.json
+    );
+    assert_eq!(
+        ready.json["checks"]["cluster"], "fenced",
+        "{:?}",
+        ready.json
+    );
+    assert_eq!(a.anonymous().get("/readyz").await.status, StatusCode::OK);
     let r = doomed_on_b.read("k.txt").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.json);
     assert!(!r.detail().is_empty());
@@ -374,6 +388,8 @@ async fn a_node_cut_off_fences_itself_and_does_not_hold_up_a_revocation() {
 
     gate.heal();
     wait_for("B current again", || async { !b.services.coord.fenced() }).await;
+    let ready = b.anonymous().get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.json);
     assert_eq!(
         status(&doomed_on_b, "k.txt").await,
         StatusCode::UNAUTHORIZED
@@ -567,55 +583,32 @@ async fn one_node_sweeps_and_another_takes_over_when_it_is_cut_off() {
     leader_gate.heal();
 }
 
-/// A `warren serve` process, a node on its own: killed (SIGKILL) when dropped.
-struct NodeProcess {
-    child: tokio::process::Child,
-    base: String,
-    /// With the admin key.
-    client: Client,
-}
-
-impl NodeProcess {
-    /// Starts a node on `database` and `storage` sweeping fast, with a short sweeper lease;
-    /// returns once it listens.
-    async fn start(dir: &std::path::Path, database: &str, storage: &str) -> Self {
-        use tokio::io::AsyncBufReadExt;
-        // The sandbox uid must reach working copies below the data directory.
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .env("WARREN_DATABASE", database)
-            .env("WARREN_STORAGE", storage)
-            .env("WARREN_SHARED_STORAGE", "true")
-            .env("WARREN_SECRET", support::SECRET)
-            .env("WARREN_ADMIN_KEY", support::ADMIN_KEY)
-            .env("WARREN_PURGE_AFTER", "1s")
-            .env("WARREN_SWEEP_INTERVAL", "100ms")
-            .env("WARREN_CLUSTER_LEASE", "2s")
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("warren printed its address");
-            if let Some(rest) = line.strip_prefix("warren listening on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        NodeProcess {
-            child,
-            client: Client::at(&base, Some(support::ADMIN_KEY), None),
-            base,
-        }
-    }
+/// Starts a node process on `database` and `storage` sweeping fast, with a short sweeper
+/// lease; returns once it listens.
+async fn start_node(
+    dir: &std::path::Path,
+    database: &str,
+    storage: &str,
+) -> support::ServerProcess {
+    // The sandbox uid must reach working copies below the data directory.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let data_dir = dir.to_str().unwrap();
+    support::ServerProcess::start(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+        &[
+            ("WARREN_DATABASE", database),
+            ("WARREN_STORAGE", storage),
+            ("WARREN_SHARED_STORAGE", "true"),
+            ("WARREN_SECRET", support::SECRET),
+            ("WARREN_ADMIN_KEY", support::ADMIN_KEY),
+            ("WARREN_PURGE_AFTER", "1s"),
+            ("WARREN_SWEEP_INTERVAL", "100ms"),
+            ("WARREN_CLUSTER_LEASE", "2s"),
+            ("RUST_LOG", "warn"),
+        ],
+        &dir.join("node.log"),
+    )
+    .await
 }
 
 /// The state of namespace `ns` and the retention lease's holder, in `database`.
@@ -647,7 +640,7 @@ async fn a_sweeper_killed_mid_purge_is_replaced_and_the_purge_counted_once() {
     let mut db = sqlx::PgConnection::connect(&database).await.unwrap();
 
     // The first node alone takes the lease; the second joins after.
-    let mut leader = NodeProcess::start(dir_a.path(), &database, &storage).await;
+    let mut leader = start_node(dir_a.path(), &database, &storage).await;
     wait_for("a sweeper leader", || async {
         let holder: Option<String> =
             sqlx::query_scalar("SELECT holder FROM leases WHERE name = 'retention'")
@@ -658,7 +651,7 @@ async fn a_sweeper_killed_mid_purge_is_replaced_and_the_purge_counted_once() {
     })
     .await;
     let (_, first_holder) = purge_state(&mut db, "doomed").await;
-    let other = NodeProcess::start(dir_b.path(), &database, &storage).await;
+    let other = start_node(dir_b.path(), &database, &storage).await;
 
     let me = other.client.get("/v1/me").await;
     let ws = me.json["workspace_id"].as_str().unwrap().to_owned();

@@ -1407,6 +1407,7 @@ async fn delivery_leases_fence_stale_workers(store: Arc<dyn MetaStore>) {
         .unwrap();
     write(&*store, "a", "one", "file.written").await;
     write(&*store, "a", "two", "file.written").await;
+    assert_eq!(store.pending_deliveries().await.unwrap(), 2, "the backlog");
 
     // One delivery per subscription in flight; none while it is leased.
     let first = store
@@ -1422,6 +1423,11 @@ async fn delivery_leases_fence_stale_workers(store: Arc<dyn MetaStore>) {
                 .unwrap()
         );
     }
+    assert_eq!(
+        store.pending_deliveries().await.unwrap(),
+        0,
+        "delivered ones leave it"
+    );
     write(&*store, "a", "three", "file.written").await;
     write(&*store, "a", "four", "file.written").await;
     let held = store

@@ -72,12 +72,30 @@ async fn a_lost_database_is_503_until_it_returns() {
         "answered in {:?}",
         started.elapsed()
     );
+    // Not ready, saying which store is gone (and nothing of where it is); still alive.
+    let ready = srv.anonymous().get("/readyz").await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        ready.json
+    );
+    assert_eq!(ready.json["checks"]["database"], "unreachable");
+    assert_eq!(ready.json["checks"]["storage"], "ok");
+    assert!(
+        !ready.json.to_string().contains("127.0.0.1"),
+        "{:?}",
+        ready.json
+    );
+    assert_eq!(srv.anonymous().get("/healthz").await.status, StatusCode::OK);
 
     gate.heal();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         let r = srv.admin().get(&keys).await;
         if r.status == StatusCode::OK {
+            let ready = srv.anonymous().get("/readyz").await;
+            assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.json);
             break;
         }
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.json);

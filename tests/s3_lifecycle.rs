@@ -113,3 +113,60 @@ async fn purge_and_snapshot_expiry_empty_the_bucket() {
     assert_eq!(kept.get("/v1/snapshots").await.json["snapshots"], json!([]));
     assert_eq!(kept.download("d/b.bin").await.bytes, vec![7u8; 300]);
 }
+
+/// `deploy/s3-lifecycle.json`, for operators who manage the bucket themselves, holds exactly
+/// the rules Warren installs at start for `s3://<bucket>/warren` with the default snapshot
+/// retention: Warren is started on a bucket of its own (it creates it) and the bucket's
+/// lifecycle configuration is read back and compared with the file.
+#[tokio::test]
+async fn the_documented_lifecycle_rules_are_the_installed_ones() {
+    let bucket = format!(
+        "warren-lifecycle-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let storage = format!("s3://{bucket}/warren");
+    let srv = TestServer::start_with(tempfile::tempdir().unwrap(), move |d| {
+        let mut c = support::config(d);
+        c.storage_url = storage.clone();
+        c.retention.snapshots = Duration::from_secs(90 * 86_400);
+        c
+    })
+    .await;
+    let s3 = warren_storage::bucket::client().await;
+    let installed = s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let mut rules: Vec<Value> = installed
+        .rules()
+        .iter()
+        .map(|r| {
+            let mut rule = json!({
+                "ID": r.id(),
+                "Status": r.status().as_str(),
+                "Filter": { "Prefix": r.filter().and_then(|f| f.prefix()) },
+            });
+            if let Some(e) = r.expiration() {
+                rule["Expiration"] = json!({ "Days": e.days() });
+            }
+            if let Some(a) = r.abort_incomplete_multipart_upload() {
+                rule["AbortIncompleteMultipartUpload"] =
+                    json!({ "DaysAfterInitiation": a.days_after_initiation() });
+            }
+            rule
+        })
+        .collect();
+    let documented: Value =
+        serde_json::from_str(include_str!("../deploy/s3-lifecycle.json")).unwrap();
+    let mut documented = documented["Rules"].as_array().unwrap().clone();
+    let by_id = |a: &Value, b: &Value| a["ID"].as_str().cmp(&b["ID"].as_str());
+    rules.sort_by(by_id);
+    documented.sort_by(by_id);
+    assert_eq!(rules, documented);
+    srv.stop().await;
+}

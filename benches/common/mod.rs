@@ -34,6 +34,7 @@ pub async fn start(dir: &Path) -> Bench {
 pub fn config(dir: &Path) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: None,
         data_dir: dir.to_owned(),
         database_url: database_url(dir),
         storage_url: format!("file://{}", dir.join("objects").display()),

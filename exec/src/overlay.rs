@@ -84,6 +84,12 @@ impl Overlay {
         write_inodes: u64,
     ) -> io::Result<Self> {
         std::fs::create_dir(&run_dir)?;
+        // The sandbox uid passes through to the merged tree whatever the umask (a unit's
+        // UMask=0077, say); its random name keeps it unlistable.
+        std::fs::set_permissions(
+            &run_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )?;
         let mut this = Self {
             tmpfs: run_dir.join("t"),
             merged: run_dir.join("m"),

@@ -190,6 +190,8 @@ impl SafeDir {
         rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o755))?;
         let dir = self.open_dir(name)?;
         chown(&dir.fd, owner)?;
+        // The umask may have narrowed it, as with files.
+        rustix::fs::fchmod(&dir.fd, Mode::from_raw_mode(0o755))?;
         Ok(dir)
     }
 

@@ -40,6 +40,9 @@ impl WorkCopy {
     /// Creates an empty working copy at `dir` (which must not exist), owned by `owner`.
     pub fn create(dir: PathBuf, owner: (u32, u32)) -> io::Result<Self> {
         std::fs::create_dir(&dir)?;
+        // Its owner, the sandbox uid, is the only one that needs in: other users of the host
+        // must not read a tenant's files even when they learn the random name.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         crate::safe_fs::chown(SafeDir::open_root(&dir)?.fd(), owner)?;
         Ok(Self {
             dir,

@@ -817,6 +817,9 @@ pub trait WebhookOutbox: Send + Sync {
 
     /// Records the outcome of a test delivery on the subscription's health fields.
     async fn record_webhook_result(&self, webhook_id: &str, result: &AttemptResult) -> Result<()>;
+
+    /// Deliveries still to be made (pending, due or not): the outbox's backlog.
+    async fn pending_deliveries(&self) -> Result<u64>;
 }
 
 /// The audit trail, and the retention sweep of the logs.

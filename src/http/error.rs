@@ -61,6 +61,8 @@ const RETRY_AFTER_SECS: u32 = 1;
 pub struct ApiError {
     problem: Problem,
     detail: String,
+    /// Fields the body carries beside `detail` (readiness checks).
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -68,7 +70,15 @@ impl ApiError {
         Self {
             problem,
             detail: detail.into(),
+            extra: Default::default(),
         }
+    }
+
+    /// A node that cannot serve yet: 503 with what its checks found, and a retry hint.
+    pub fn not_ready(checks: serde_json::Value) -> Self {
+        let mut e = Self::new(Problem::Busy, "Not ready");
+        e.extra.insert("checks".into(), checks);
+        e
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -111,8 +121,9 @@ impl From<services::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response =
-            (status(self.problem), Json(json!({ "detail": self.detail }))).into_response();
+        let mut body = self.extra;
+        body.insert("detail".into(), json!(self.detail));
+        let mut response = (status(self.problem), Json(body)).into_response();
         if self.problem == Problem::Busy {
             response
                 .headers_mut()

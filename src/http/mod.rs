@@ -10,6 +10,7 @@ mod extract;
 mod files;
 mod keys;
 mod namespaces;
+mod ops;
 pub mod serve;
 mod snapshots;
 mod webhooks;
@@ -19,9 +20,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
-use serde_json::json;
-
 pub use error::{ApiError, ApiResult, Problem};
+pub use ops::metrics_router;
 
 use crate::services::Services;
 
@@ -31,7 +31,9 @@ pub type AppState = Arc<Services>;
 /// unknown routes included, is a JSON `{"detail": ...}`.
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .route("/v1/me", get(keys::me))
         .route(
             "/v1/workspaces/{ws}/keys",
@@ -76,36 +78,70 @@ pub fn router(state: AppState) -> Router {
 
 /// What every response passes through, whatever route made it: a request id (the client's
 /// `X-Request-Id`, or one made here) echoed on the response; one span per request, which
-/// authentication fills in with the workspace, namespace and key; and a JSON 500 for a
-/// handler that panicked, logged with the panic's message.
+/// authentication fills in with the workspace, namespace and key; one log line and the
+/// request metrics per answer; and a JSON 500 for a handler that panicked, logged with the
+/// panic's message.
 pub fn edge(router: Router) -> Router {
     use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
     router.layer(
         tower::ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(NewRequestId))
             .layer(
-                tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                    |req: &axum::http::Request<axum::body::Body>| {
+                tower_http::trace::TraceLayer::new_for_http()
+                    .make_span_with(|req: &axum::http::Request<axum::body::Body>| {
                         let id = req
                             .headers()
                             .get("x-request-id")
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or_default();
+                        // The route template, never the path: paths are tenants' data.
                         tracing::info_span!(
                             "request",
                             method = %req.method(),
-                            path = req.uri().path(),
+                            route = route_of(req),
                             request_id = id,
                             workspace = tracing::field::Empty,
                             namespace = tracing::field::Empty,
                             key_id = tracing::field::Empty,
                         )
-                    },
-                ),
+                    })
+                    // `observe` logs each answer once, with what a request log needs.
+                    .on_request(())
+                    .on_response(())
+                    .on_failure(()),
             )
+            .layer(axum::middleware::from_fn(observe))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked)),
     )
+}
+
+/// The template of the route that matched (`/files/{*path}`), or `unmatched`.
+fn route_of<B>(req: &axum::http::Request<B>) -> &str {
+    req.extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+}
+
+/// Logs the answer (in the request's span, so with its id, workspace, namespace and key) and
+/// counts it. The latency is to the response head: a download streams on after it.
+async fn observe(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let start = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = route_of(&req).to_owned();
+    let response = next.run(req).await;
+    let elapsed = start.elapsed();
+    let status = response.status().as_u16();
+    tracing::info!(
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "answered"
+    );
+    crate::metrics::http_request(method.as_str(), &route, status, elapsed);
+    response
 }
 
 /// Request ids made here: 16 random hex digits.
@@ -190,10 +226,6 @@ fn runtime(state: AppState) -> Router<AppState> {
         .route("/v1/files", get(files::list).layer(op("list")))
         .route("/v1/files/content", get(files::content).layer(op("read")))
         .route_layer(axum::middleware::from_fn_with_state(state, audit::record))
-}
-
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(json!({ "status": "ok" }))
 }
 
 async fn not_found() -> ApiError {

@@ -114,11 +114,12 @@ impl Events {
             },
         );
         let cancel = held.cancel.clone();
+        let open = crate::metrics::OpenStream::new();
         Ok(events
             .take_until(cancel.cancelled_owned())
-            // The registration lives as long as the stream.
+            // The registration, and the count of open streams, live as long as the stream.
             .map(move |e| {
-                let _ = &held;
+                let _ = (&held, &open);
                 e
             })
             .boxed())

@@ -204,6 +204,51 @@ impl Services {
     }
 }
 
+/// What `/readyz` reports: whether this node can serve now.
+#[derive(Debug)]
+pub struct Readiness {
+    /// Why the database does not answer, if it does not.
+    pub database: Option<String>,
+    /// Why the object store does not answer, if it does not.
+    pub storage: Option<String>,
+    /// The node lost the cluster and refuses authenticated calls until it catches up.
+    pub fenced: bool,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.database.is_none() && self.storage.is_none() && !self.fenced
+    }
+}
+
+/// How long a readiness probe waits for each store: a probe must answer before the
+/// orchestrator's own timeout, and a store slower than this is as good as down.
+const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Services {
+    /// Checks both stores (at once) and the coordinator's fence.
+    pub async fn readiness(&self) -> Readiness {
+        async fn within<E: std::fmt::Display>(
+            f: impl std::future::Future<Output = std::result::Result<(), E>>,
+        ) -> Option<String> {
+            match tokio::time::timeout(READINESS_TIMEOUT, f).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within {READINESS_TIMEOUT:?}")),
+            }
+        }
+        let (database, storage) = tokio::join!(
+            within(async { self.meta.get_setting("default_workspace").await.map(drop) }),
+            within(self.blobs.check()),
+        );
+        Readiness {
+            database,
+            storage,
+            fenced: self.coord.fenced(),
+        }
+    }
+}
+
 /// Builds an event attributed to `caller`, stamped now.
 pub(crate) fn event(
     caller: Option<&Caller>,

@@ -165,12 +165,15 @@ async fn sweep_while_leading(
     leading: &Leadership,
 ) -> bool {
     loop {
-        match namespaces
+        use crate::metrics::sweeper_run;
+        let purged = namespaces
             .purge_expired(blobs, settings.purge_after, Micros::now(), false)
-            .await
-        {
+            .await;
+        sweeper_run("purge", purged.is_ok());
+        match purged {
             Ok(done) => {
                 for p in done {
+                    crate::metrics::purged(p.bytes);
                     tracing::info!(
                         workspace = ?p.workspace, namespace = ?p.namespace,
                         objects = p.objects, bytes = p.bytes, "purged a deleted namespace"
@@ -179,12 +182,16 @@ async fn sweep_while_leading(
             }
             Err(e) => tracing::warn!(error = %e, "namespace purge failed"),
         }
-        match snapshots.sweep_expired(Micros::now(), false).await {
+        let expired = snapshots.sweep_expired(Micros::now(), false).await;
+        sweeper_run("snapshots", expired.is_ok());
+        match expired {
             Ok(n) if n > 0 => tracing::info!(snapshots = n, "removed expired snapshots"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "snapshot expiry sweep failed"),
         }
-        match sweep_orphans(meta, blobs, settings.orphan_grace, Micros::now(), false).await {
+        let orphans = sweep_orphans(meta, blobs, settings.orphan_grace, Micros::now(), false).await;
+        sweeper_run("orphans", orphans.is_ok());
+        match orphans {
             Ok(r) if r.orphans > 0 => tracing::info!(
                 orphans = r.orphans,
                 bytes = r.bytes,
@@ -195,12 +202,16 @@ async fn sweep_while_leading(
             Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
         }
         let journal_cutoff = Micros(Micros::now().0 - JOURNAL_KEPT.as_micros() as i64);
-        match meta.prune_journal(journal_cutoff).await {
+        let pruned = meta.prune_journal(journal_cutoff).await;
+        sweeper_run("journal", pruned.is_ok());
+        match pruned {
             Ok(n) if n > 0 => tracing::debug!(removals = n, "pruned the tree journal"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "tree journal prune failed"),
         }
-        match sweep(meta, settings.events, Micros::now(), false).await {
+        let logs = sweep(meta, settings.events, Micros::now(), false).await;
+        sweeper_run("logs", logs.is_ok());
+        match logs {
             Ok(s) if s != Swept::default() => tracing::info!(
                 events = s.events,
                 deliveries = s.deliveries,

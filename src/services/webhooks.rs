@@ -320,8 +320,15 @@ impl Webhooks {
 
     async fn deliver(&self, d: ClaimedDelivery) {
         let mut result = self.attempt(&d.webhook, &d.event).await;
-        if !result.ok {
+        if result.ok {
+            crate::metrics::webhook_delivery("delivered");
+        } else {
             result.retry_after = self.retry_delay(d.attempts);
+            crate::metrics::webhook_delivery(if result.retry_after.is_some() {
+                "retrying"
+            } else {
+                "failed"
+            });
             tracing::info!(
                 webhook_id = %d.webhook.id, event_id = %d.event.id.as_str(),
                 status = ?result.status, error = ?result.error,

@@ -125,9 +125,32 @@ impl BlobStore {
         }
     }
 
+    /// The same store seen through `wrap` (a decorator that measures, say): every call this
+    /// store makes goes through it.
+    pub fn map_store(
+        mut self,
+        wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>,
+    ) -> Self {
+        self.store = wrap(self.store);
+        self
+    }
+
     /// The underlying store, for benchmarks and tests that compare against raw `object_store`.
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// Whether the store answers: a lookup of a key nobody writes, which succeeds as "not
+    /// found" on a reachable store and fails on a dead one or with refused credentials.
+    pub async fn check(&self) -> Result<()> {
+        match self
+            .store
+            .head(&self.layout.root().child(".warren-readiness"))
+            .await
+        {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub fn layout(&self) -> &Layout {

@@ -35,6 +35,7 @@ pub fn config(dir: &Path) -> Config {
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: None,
         data_dir: dir.to_owned(),
         database_url: database_url(dir),
         storage_url: storage_url(dir),
@@ -476,5 +477,71 @@ impl Gate {
         let (_, rest) = url.split_once('@').expect("a URL with user@host");
         let (host_port, _) = rest.split_once('/').expect("a URL with a path");
         host_port.parse().expect("host:port")
+    }
+}
+
+/// The `warren` binary run as an operator runs it: a real process, configured by its
+/// command line and environment, its stderr (the logs) kept in a file.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub base: String,
+    /// The unauthenticated metrics address, when `--metrics-listen` was given.
+    pub metrics: Option<String>,
+    /// With the admin key.
+    pub client: Client,
+    pub logs: std::path::PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `warren` with `args` and `env` (nothing else of the test's environment but
+    /// `PATH` and the AWS settings), logs to `logs`; returns once it listens.
+    pub async fn start(args: &[&str], env: &[(&str, &str)], logs: &Path) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"));
+        cmd.args(args).env_clear();
+        for (k, v) in std::env::vars() {
+            if k == "PATH" || k.starts_with("AWS_") {
+                cmd.env(k, v);
+            }
+        }
+        let mut child = cmd
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(logs).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut metrics = None;
+        let base = loop {
+            let Some(line) = lines.next_line().await.unwrap() else {
+                panic!(
+                    "warren exited before listening: {}",
+                    std::fs::read_to_string(logs).unwrap_or_default()
+                );
+            };
+            if let Some(rest) = line.strip_prefix("metrics (no authentication) on ") {
+                metrics = Some(rest.trim().trim_end_matches("/metrics").to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("warren listening on ") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Whatever else it prints is drained, so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ServerProcess {
+            child,
+            client: Client::at(&base, Some(ADMIN_KEY), None),
+            base,
+            metrics,
+            logs: logs.to_owned(),
+        }
+    }
+
+    /// SIGTERM, then waits for the process to drain and exit; its exit status.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_raw(self.child.id().unwrap() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        self.child.wait().await.unwrap()
     }
 }

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cgroup::{Cgroup, CgroupLimits, Cgroups};
 use launch::{MAX_DEFERRED_SCRIPT, Prestarted};
-pub use probe::Unavailable;
+pub use probe::{Unavailable, closed_ancestor};
 
 /// Where the workspace appears inside the sandbox, and the command's working directory.
 pub const HOME: &str = "/home/agent";

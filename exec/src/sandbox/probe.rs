@@ -104,23 +104,37 @@ impl Sandbox {
 /// as that uid, resolves the workspace path itself.
 fn prepare_base_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
-        .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
-    let abs = std::fs::canonicalize(dir).map_err(|e| e.to_string())?;
-    for a in abs.ancestors().skip(1) {
-        let mode = std::fs::metadata(a)
-            .map_err(|e| e.to_string())?
-            .permissions()
-            .mode();
-        if mode & 0o001 == 0 {
-            return Err(format!(
-                "the exec directory {} is below {}, which other users cannot traverse; \
-                 choose another --exec-dir",
-                dir.display(),
-                a.display()
-            ));
+    // Each directory made here is 0711 whatever the umask, so the path stays traversable.
+    let dir = &std::path::absolute(dir).map_err(|e| e.to_string())?;
+    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
+    for d in missing.into_iter().rev().chain([dir.as_path()]) {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot create {}: {e}", d.display())),
         }
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| format!("cannot set the mode of {}: {e}", d.display()))?;
     }
-    Ok(())
+    let abs = std::fs::canonicalize(dir).map_err(|e| e.to_string())?;
+    match closed_ancestor(&abs) {
+        None => Ok(()),
+        Some(a) => Err(format!(
+            "the exec directory {} is below {}, which other users cannot traverse; \
+             choose another --exec-dir",
+            dir.display(),
+            a.display()
+        )),
+    }
+}
+
+/// The nearest existing ancestor of `dir` that other users cannot traverse (no o+x), if any:
+/// below one, the sandbox uid cannot reach a working copy. Components that do not exist yet
+/// do not count, as [`Sandbox::probe`] creates them traversable.
+pub fn closed_ancestor(dir: &Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors().skip(1).find_map(|a| {
+        let mode = std::fs::metadata(a).ok()?.permissions().mode();
+        (mode & 0o001 == 0).then(|| a.to_path_buf())
+    })
 }

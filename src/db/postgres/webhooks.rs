@@ -41,6 +41,13 @@ impl WebhookOutbox for PgStore {
         rows.iter().map(webhook_from_row).collect()
     }
 
+    async fn pending_deliveries(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
     async fn get_webhook(&self, ws: &WorkspaceId, id: &str) -> Result<Option<Webhook>> {
         let sql = format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks

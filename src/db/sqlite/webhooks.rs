@@ -42,6 +42,13 @@ impl WebhookOutbox for SqliteStore {
         rows.iter().map(webhook_from_row).collect()
     }
 
+    async fn pending_deliveries(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
+            .fetch_one(&mut *self.reader.get().await?)
+            .await?;
+        Ok(n as u64)
+    }
+
     async fn get_webhook(&self, ws: &WorkspaceId, id: &str) -> Result<Option<Webhook>> {
         let sql = format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks w

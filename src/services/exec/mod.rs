@@ -225,8 +225,19 @@ impl Exec {
         let run = sandbox
             .run(overlay.merged(), &script, stdin, cancel)
             .await
-            .map_err(internal)?;
+            .map_err(|e| {
+                crate::metrics::exec_run(crate::metrics::ExecOutcome::Error, Default::default());
+                internal(e)
+            })?;
         overlay.unmount_merged();
+        use crate::metrics::{ExecOutcome, exec_run};
+        let counted = match run.outcome {
+            Outcome::Cancelled => ExecOutcome::Killed,
+            Outcome::TimedOut => ExecOutcome::Timeout,
+            _ if run.oom_killed => ExecOutcome::Oom,
+            Outcome::Exited(_) => ExecOutcome::Exited,
+        };
+        exec_run(counted, run.duration);
         if run.outcome == Outcome::Cancelled {
             // Revoked mid-run: nothing it did is kept.
             return Err(revoked());

@@ -111,6 +111,9 @@ impl Exec {
         }
         events.push(completed);
         let (before, after) = self.meta.commit_tree_ops(&lock, &ops, &events).await?;
+        // Every event but the completion names one file written or removed.
+        let bytes = stored.iter().flatten().map(|(_, size)| size).sum();
+        crate::metrics::exec_synced(events.len() as u64 - 1, bytes);
         for p in &plan.doomed {
             if let Err(e) = self.blobs.delete(ws, ns, p).await {
                 tracing::warn!(path = %p, error = %e, "orphan left after an exec");
