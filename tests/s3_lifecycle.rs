@@ -116,7 +116,7 @@ async fn purge_and_snapshot_expiry_empty_the_bucket() {
 
 /// `deploy/s3-lifecycle.json`, for operators who manage the bucket themselves, holds exactly
 /// the rules Warren installs at start for `s3://<bucket>/warren` with the default snapshot
-/// retention: Warren is started on a bucket of its own (it creates it) and the bucket's
+/// retention: the binary is started on a bucket of its own (it creates it) and the bucket's
 /// lifecycle configuration is read back and compared with the file.
 #[tokio::test]
 async fn the_documented_lifecycle_rules_are_the_installed_ones() {
@@ -128,12 +128,23 @@ async fn the_documented_lifecycle_rules_are_the_installed_ones() {
             .as_millis()
     );
     let storage = format!("s3://{bucket}/warren");
-    let srv = TestServer::start_with(tempfile::tempdir().unwrap(), move |d| {
-        let mut c = support::config(d);
-        c.storage_url = storage.clone();
-        c.retention.snapshots = Duration::from_secs(90 * 86_400);
-        c
-    })
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The binary, started as an operator starts it: the defaults, on this storage.
+    let srv = support::ServerProcess::start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[
+            ("WARREN_STORAGE", &storage),
+            ("WARREN_ADMIN_KEY", support::ADMIN_KEY),
+        ],
+        &dir.path().join("warren.log"),
+    )
     .await;
     let s3 = warren_storage::bucket::client().await;
     let installed = s3
@@ -168,5 +179,5 @@ async fn the_documented_lifecycle_rules_are_the_installed_ones() {
     rules.sort_by(by_id);
     documented.sort_by(by_id);
     assert_eq!(rules, documented);
-    srv.stop().await;
+    assert!(srv.stop().await.success());
 }

@@ -7,20 +7,24 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::extract::{Auth, QueryParams, UrlParams};
+use super::wire::{AuditEntry, AuditPage};
 use super::{ApiError, ApiResult, AppState};
 use crate::ids::Micros;
 use crate::services::Caller;
-use crate::services::audit::{AuditPos, AuditQuery, AuditRecord, MAX_PAGE};
+use crate::services::audit::{AuditPos, AuditQuery, MAX_PAGE};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     key_id: Option<String>,
     namespace: Option<String>,
+    /// `write`, `exec`, `download`, ...
     operation: Option<String>,
+    /// ISO-8601, inclusive.
     from: Option<String>,
+    /// ISO-8601, exclusive.
     to: Option<String>,
     cursor: Option<String>,
     limit: Option<u32>,
@@ -55,35 +59,33 @@ fn query_of(p: AuditParams, caller: &Caller, oldest_first: bool) -> ApiResult<Au
     })
 }
 
-fn record_json(r: &AuditRecord) -> Value {
-    json!({
-        "key_id": r.key_id,
-        "namespace": r.namespace,
-        "operation": r.operation,
-        "path": r.path,
-        "status": r.status,
-        "created_at": r.created_at.to_rfc3339(),
-    })
-}
-
-/// `GET /v1/workspaces/{ws}/audit`: newest first, filtered, paged by cursor.
+/// The audit trail: newest first, filtered, paged by cursor.
+#[utoipa::path(
+    get, path = "/v1/workspaces/{ws}/audit", tag = "audit",
+    params(("ws" = String, Path, description = "Workspace id"), AuditParams),
+    responses((status = 200, body = AuditPage)),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
     UrlParams(ws): UrlParams<String>,
     QueryParams(p): QueryParams<AuditParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AuditPage>> {
     let q = query_of(p, &caller, false)?;
     let (records, next) = state.audit.page(&caller, &ws, q).await?;
-    let next = next.map(AuditPos::token);
-    Ok(Json(json!({
-        "records": records.iter().map(record_json).collect::<Vec<_>>(),
-        "next_cursor": next,
-    })))
+    Ok(Json(AuditPage {
+        records: records.iter().map(AuditEntry::from).collect(),
+        next_cursor: next.map(AuditPos::token),
+    }))
 }
 
-/// `GET /v1/workspaces/{ws}/audit/export`: every matching record, oldest first, one JSON
-/// object per line, streamed page by page.
+/// Every matching record, oldest first, one JSON object ([`AuditEntry`]) per line, streamed
+/// page by page.
+#[utoipa::path(
+    get, path = "/v1/workspaces/{ws}/audit/export", tag = "audit",
+    params(("ws" = String, Path, description = "Workspace id"), AuditParams),
+    responses((status = 200, description = "JSON lines, one AuditEntry each", content_type = "application/x-ndjson", body = String)),
+)]
 pub async fn export(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -105,7 +107,9 @@ pub async fn export(
             }
             let mut out = String::new();
             for r in &page {
-                out.push_str(&record_json(r).to_string());
+                let line =
+                    serde_json::to_string(&AuditEntry::from(r)).expect("an audit entry serializes");
+                out.push_str(&line);
                 out.push('\n');
             }
             let next = if page.len() < q.limit as usize {

@@ -47,6 +47,54 @@ const fn status(p: Problem) -> StatusCode {
     }
 }
 
+impl Problem {
+    const ALL: [Problem; 12] = [
+        Problem::BadRequest,
+        Problem::Unauthorized,
+        Problem::Forbidden,
+        Problem::NotFound,
+        Problem::MethodNotAllowed,
+        Problem::Timeout,
+        Problem::Conflict,
+        Problem::TooLarge,
+        Problem::Unprocessable,
+        Problem::Internal,
+        Problem::Unavailable,
+        Problem::Busy,
+    ];
+
+    fn describe(self) -> &'static str {
+        match self {
+            Problem::Unauthorized => "No key, or a revoked or unknown one",
+            Problem::Forbidden => "The key's scope does not cover this",
+            Problem::NotFound => "No such file, snapshot, key, webhook or namespace",
+            Problem::MethodNotAllowed => "The route has no such method",
+            Problem::BadRequest => "Malformed input: bad JSON, path or header",
+            Problem::Conflict => "The call conflicts with the current state",
+            Problem::TooLarge => "The body exceeds its limit",
+            Problem::Unprocessable => "Well-formed input the call cannot take",
+            Problem::Timeout => "The command ran past its time limit",
+            Problem::Unavailable | Problem::Busy => {
+                "Cannot be done now (busy or unreachable stores: see Retry-After), or not on \
+                 this server (no sandbox)"
+            }
+            Problem::Internal => "The server failed; the details are in its log",
+        }
+    }
+}
+
+/// Every error status this API answers with, and what it means: what the OpenAPI document
+/// lists for every operation.
+pub fn documented_errors() -> Vec<(StatusCode, &'static str)> {
+    let mut out: Vec<(StatusCode, &'static str)> = Vec::new();
+    for p in Problem::ALL {
+        if !out.iter().any(|(s, _)| *s == status(p)) {
+            out.push((status(p), p.describe()));
+        }
+    }
+    out
+}
+
 /// The status of a call that created what it names.
 pub const CREATED: StatusCode = StatusCode::CREATED;
 

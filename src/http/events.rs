@@ -3,30 +3,42 @@
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use warren_storage::Namespace;
 
 use super::extract::{Auth, QueryParams, UrlParams};
+use super::wire::EventPage;
 use super::{ApiError, ApiResult, AppState};
 use crate::envelope::envelope;
 use crate::ids::Micros;
 use crate::services::events::{Cursor, DEFAULT_LIMIT, Feed};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FeedQuery {
+    /// Events per page.
     limit: Option<u32>,
+    /// Only this namespace's events (a locked key sees only its own).
     namespace: Option<String>,
+    /// Comma-separated event types.
     types: Option<String>,
+    /// Only events from this ISO-8601 time on.
     since: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// The workspace's events, oldest first, paged.
+#[utoipa::path(
+    get, path = "/v1/workspaces/{ws}/events", tag = "events",
+    params(("ws" = String, Path, description = "Workspace id"), FeedQuery),
+    responses((status = 200, body = EventPage)),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
     UrlParams(ws): UrlParams<String>,
     QueryParams(q): QueryParams<FeedQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventPage>> {
     let feed = Feed {
         namespace: q
             .namespace
@@ -60,8 +72,8 @@ pub async fn list(
         limit: q.limit.unwrap_or(DEFAULT_LIMIT),
     };
     let page = state.events.list(&caller, &ws, feed).await?;
-    Ok(Json(json!({
-        "events": page.events.iter().map(envelope).collect::<Vec<_>>(),
-        "next_cursor": page.next_cursor.map(Cursor::encode),
-    })))
+    Ok(Json(EventPage {
+        events: page.events.iter().map(envelope).collect(),
+        next_cursor: page.next_cursor.map(Cursor::encode),
+    }))
 }

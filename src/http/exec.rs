@@ -4,9 +4,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::extract::{ApiJson, Runtime};
+use super::wire::{ExecOutput, NotSynced};
 use super::{ApiResult, AppState};
 use crate::services::exec::{ExecRequest, ExecResult, MAX_COMMAND_BYTES, MAX_STDIN_BYTES};
 
@@ -14,9 +14,11 @@ use crate::services::exec::{ExecRequest, ExecResult, MAX_COMMAND_BYTES, MAX_STDI
 /// the service checks each field against its own cap and answers 422.
 pub const EXEC_BODY_LIMIT: usize = 6 * (MAX_STDIN_BYTES + MAX_COMMAND_BYTES) + 4096;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ExecBody {
+    /// A shell command, run by `bash -c` in the namespace's sandbox (cwd holds `workspace/`).
     command: String,
+    /// Fed to the command's standard input (at most 1 MB).
     #[serde(default)]
     stdin: Option<String>,
 }
@@ -47,39 +49,43 @@ async fn run(state: &AppState, rt: &Runtime, body: ExecBody) -> ApiResult<ExecRe
     }
 }
 
+/// Runs a command in a sandbox that sees only this namespace, then keeps what it changed.
+#[utoipa::path(
+    post, path = "/v1/exec", tag = "exec",
+    request_body = ExecBody,
+    responses((status = 200, body = ExecOutput)),
+)]
 pub async fn exec(
     State(state): State<AppState>,
     rt: Runtime,
     ApiJson(body): ApiJson<ExecBody, EXEC_BODY_LIMIT>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ExecOutput>> {
     let r = run(&state, &rt, body).await?;
-    let mut out = json!({
-        "exit_code": r.exit_code,
-        "stdout": r.stdout,
-        "stderr": r.stderr,
-        "duration_ms": r.duration_ms,
-    });
-    // Extensions, present only when they say something.
-    if r.stdout_truncated {
-        out["stdout_truncated"] = json!(true);
-    }
-    if r.stderr_truncated {
-        out["stderr_truncated"] = json!(true);
-    }
-    if r.oom_killed {
-        out["oom_killed"] = json!(true);
-    }
-    if !r.not_synced.is_empty() {
-        out["not_synced"] = r
+    Ok(Json(ExecOutput {
+        exit_code: r.exit_code,
+        stdout: r.stdout,
+        stderr: r.stderr,
+        duration_ms: r.duration_ms,
+        stdout_truncated: r.stdout_truncated,
+        stderr_truncated: r.stderr_truncated,
+        oom_killed: r.oom_killed,
+        not_synced: r
             .not_synced
-            .iter()
-            .map(|(p, why)| json!({ "path": format!("workspace/{p}"), "reason": why }))
-            .collect();
-    }
-    Ok(Json(out))
+            .into_iter()
+            .map(|(p, reason)| NotSynced {
+                path: format!("workspace/{p}"),
+                reason,
+            })
+            .collect(),
+    }))
 }
 
 /// The legacy text form: stdout on success; otherwise `[exit N]`, stderr, stdout.
+#[utoipa::path(
+    post, path = "/exec", tag = "exec",
+    request_body = ExecBody,
+    responses((status = 200, description = "The command's output", content_type = "text/plain", body = String)),
+)]
 pub async fn exec_text(
     State(state): State<AppState>,
     rt: Runtime,

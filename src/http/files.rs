@@ -12,12 +12,12 @@ use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use warren_storage::NsPath;
 
 use super::extract::{ApiJson, QueryParams, Runtime};
+use super::wire::{Content, Deleted, DirEntry, Listing, Written};
 use super::{ApiError, ApiResult, AppState};
-use crate::services::files::{Entry, EntryKind, MAX_FILE_BYTES, WriteSource};
+use crate::services::files::{MAX_FILE_BYTES, WriteSource};
 
 /// `POST /write` carries the content inside JSON, so its body may be a little larger than the
 /// file cap; the content itself is checked against the cap exactly.
@@ -36,17 +36,25 @@ fn url_file_path(rt: &Runtime, uri: &Uri) -> ApiResult<NsPath> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct WriteBody {
+    /// Namespace-relative (`notes/a.txt`).
     path: String,
+    /// The whole file, as text.
     content: String,
 }
 
+/// Writes a text file, replacing what was there.
+#[utoipa::path(
+    post, path = "/write", tag = "files",
+    request_body = WriteBody,
+    responses((status = 200, body = Written)),
+)]
 pub async fn write(
     State(state): State<AppState>,
     rt: Runtime,
     ApiJson(body): ApiJson<WriteBody, WRITE_BODY_LIMIT>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Written>> {
     let path = rt.path(&body.path)?;
     let bytes = axum::body::Bytes::from(body.content);
     let declared = Some(bytes.len() as u64);
@@ -62,16 +70,27 @@ pub async fn write(
             stream,
         )
         .await?;
-    Ok(Json(json!({ "path": path.wire(), "size_bytes": size })))
+    Ok(Json(Written {
+        path: path.wire(),
+        size_bytes: size,
+    }))
 }
 
+/// Uploads a file's bytes (streamed; any size up to the file cap), replacing what was there.
+/// The path may have several segments (`/files/a/b/c.bin`).
+#[utoipa::path(
+    put, path = "/files/{*path}", tag = "files",
+    params(("path" = String, Path, description = "Namespace-relative, percent-encoded")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, body = Written)),
+)]
 pub async fn upload(
     State(state): State<AppState>,
     rt: Runtime,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Written>> {
     let path = url_file_path(&rt, &uri)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -88,14 +107,41 @@ pub async fn upload(
             body.into_data_stream(),
         )
         .await?;
-    Ok(Json(json!({ "path": path.wire(), "size_bytes": size })))
+    Ok(Json(Written {
+        path: path.wire(),
+        size_bytes: size,
+    }))
 }
 
-/// `/files/` with no path names the namespace root, which is not a file.
-pub async fn root_path(_rt: Runtime) -> ApiError {
+/// `/files/` with no path names the namespace root, which is not a file: always 400.
+#[utoipa::path(
+    put, path = "/files/", tag = "files",
+    responses((status = 400, body = super::wire::Detail)),
+)]
+pub async fn upload_root(_rt: Runtime) -> ApiError {
+    root_is_not_a_file()
+}
+
+/// `/files/` with no path names the namespace root, which is not a file: always 400.
+#[utoipa::path(
+    get, path = "/files/", tag = "files",
+    responses((status = 400, body = super::wire::Detail)),
+)]
+pub async fn download_root(_rt: Runtime) -> ApiError {
+    root_is_not_a_file()
+}
+
+fn root_is_not_a_file() -> ApiError {
     ApiError::bad_request("workspace/ is a directory; give a file path")
 }
 
+/// A file's bytes; `X-Trove-Size` is its full size, `X-Trove-Truncated` is set when the
+/// answer stops at the file cap.
+#[utoipa::path(
+    get, path = "/files/{*path}", tag = "files",
+    params(("path" = String, Path, description = "Namespace-relative, percent-encoded")),
+    responses((status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>)),
+)]
 pub async fn download(State(state): State<AppState>, rt: Runtime, uri: Uri) -> ApiResult<Response> {
     let path = url_file_path(&rt, &uri)?;
     let dl = state.files.download(&rt.caller, &rt.ns, &path).await?;
@@ -116,45 +162,53 @@ pub async fn download(State(state): State<AppState>, rt: Runtime, uri: Uri) -> A
 }
 
 /// `{"path": …}` in a JSON body or `?path=…` in a query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PathParam {
+    /// A file's path (the read side also takes the `workspace/` form).
     path: String,
 }
 
+/// Deletes a file, or a directory with everything below it.
+#[utoipa::path(
+    post, path = "/delete", tag = "files",
+    request_body = PathParam,
+    responses((status = 200, body = Deleted)),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     rt: Runtime,
     ApiJson(body): ApiJson<PathParam>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Deleted>> {
     let path = rt.path(&body.path)?;
     state.files.delete(&rt.caller, &rt.ns, &path).await?;
-    Ok(Json(json!({ "deleted": path.wire() })))
+    Ok(Json(Deleted {
+        deleted: path.wire(),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The directory [default: `workspace/`, the namespace root].
     #[serde(default)]
     path: Option<String>,
+    /// `true` or `false` (also `1` or `0`).
     #[serde(default)]
     recursive: Option<String>,
 }
 
-fn entry_json(e: &Entry) -> Value {
-    let is_dir = e.kind == EntryKind::Dir;
-    json!({
-        "name": e.path.name(),
-        "path": e.path.wire(),
-        "is_dir": is_dir,
-        "size_bytes": if is_dir { None } else { Some(e.size) },
-        "modified_at": e.mtime.to_rfc3339(),
-    })
-}
-
+/// A directory's entries (or, recursive, everything below it).
+#[utoipa::path(
+    get, path = "/v1/files", tag = "files",
+    params(ListQuery),
+    responses((status = 200, body = Listing)),
+)]
 pub async fn list(
     State(state): State<AppState>,
     rt: Runtime,
     QueryParams(q): QueryParams<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Listing>> {
     let dir = rt.client_path(q.path.as_deref().unwrap_or("workspace/"))?;
     let recursive = match q.recursive.as_deref() {
         None | Some("false") | Some("0") => false,
@@ -169,26 +223,32 @@ pub async fn list(
         .files
         .list(&rt.caller, &rt.ns, &dir, recursive)
         .await?;
-    let entries: Vec<Value> = listing.entries.iter().map(entry_json).collect();
-    Ok(Json(
-        json!({ "entries": entries, "truncated": listing.truncated }),
-    ))
+    Ok(Json(Listing {
+        entries: listing.entries.iter().map(DirEntry::from).collect(),
+        truncated: listing.truncated,
+    }))
 }
 
+/// A file's content as text (null for binary files), cut at the read cap.
+#[utoipa::path(
+    get, path = "/v1/files/content", tag = "files",
+    params(PathParam),
+    responses((status = 200, body = Content)),
+)]
 pub async fn content(
     State(state): State<AppState>,
     rt: Runtime,
     QueryParams(q): QueryParams<PathParam>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Content>> {
     let path = rt.client_path(&q.path)?;
     let c = state.files.read_text(&rt.caller, &rt.ns, &path).await?;
     let encoding = if c.text.is_some() { "utf-8" } else { "binary" };
-    Ok(Json(json!({
-        "path": c.path.wire(),
-        "size_bytes": c.size,
-        "modified_at": c.mtime.to_rfc3339(),
-        "encoding": encoding,
-        "content": c.text,
-        "truncated": c.truncated && c.text.is_some(),
-    })))
+    Ok(Json(Content {
+        path: c.path.wire(),
+        size_bytes: c.size,
+        modified_at: c.mtime.to_rfc3339(),
+        encoding: encoding.to_owned(),
+        truncated: c.truncated && c.text.is_some(),
+        content: c.text,
+    }))
 }

@@ -10,16 +10,17 @@ mod extract;
 mod files;
 mod keys;
 mod namespaces;
+mod openapi;
 mod ops;
 pub mod serve;
 mod snapshots;
 mod webhooks;
+pub mod wire;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
 pub use error::{ApiError, ApiResult, Problem};
 pub use ops::metrics_router;
 
@@ -28,52 +29,49 @@ use crate::services::Services;
 pub type AppState = Arc<Services>;
 
 /// The full router. No route redirects (the CLI treats a 3xx as an error), and every error,
-/// unknown routes included, is a JSON `{"detail": ...}`.
+/// unknown routes included, is a JSON `{"detail": ...}`. The OpenAPI document is collected
+/// from the same handler annotations that register the routes, and served at
+/// `/openapi.json`.
 pub fn router(state: AppState) -> Router {
-    let routes = Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/v1/me", get(keys::me))
-        .route(
-            "/v1/workspaces/{ws}/keys",
-            post(keys::create).get(keys::list),
-        )
-        .route("/v1/workspaces/{ws}/keys/{key_id}", delete(keys::revoke))
-        .route(
-            "/v1/workspaces/{ws}/keys/{key_id}/rotate",
-            post(keys::rotate),
-        )
-        .route("/v1/workspaces/{ws}/events", get(events::list))
-        .route(
-            "/v1/workspaces/{ws}/webhooks",
-            post(webhooks::create).get(webhooks::list),
-        )
-        .route("/v1/workspaces/{ws}/webhooks/stream", get(webhooks::stream))
-        .route(
-            "/v1/workspaces/{ws}/webhooks/{id}",
-            delete(webhooks::delete),
-        )
-        .route(
-            "/v1/workspaces/{ws}/webhooks/{id}/test",
-            post(webhooks::test),
-        )
-        .route("/v1/workspaces/{ws}/namespaces", get(namespaces::list))
-        .route(
-            "/v1/workspaces/{ws}/namespaces/{ns}",
-            delete(namespaces::delete),
-        )
-        .route(
-            "/v1/workspaces/{ws}/namespaces/{ns}/restore",
-            post(namespaces::restore),
-        )
-        .route("/v1/workspaces/{ws}/audit", get(audit_query::list))
-        .route("/v1/workspaces/{ws}/audit/export", get(audit_query::export))
-        .merge(runtime(state.clone()))
+    let (routes, api) = routes(state.clone());
+    let routes = routes
+        .layer(axum::Extension(Arc::new(api)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
     edge(routes)
+}
+
+/// The OpenAPI document of [`router`]: what `/openapi.json` serves.
+pub fn openapi(state: AppState) -> utoipa::openapi::OpenApi {
+    routes(state).1
+}
+
+fn routes(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    let (router, api) = OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi_json))
+        .routes(routes!(keys::me))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::revoke))
+        .routes(routes!(keys::rotate))
+        .routes(routes!(events::list))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::stream))
+        .routes(routes!(webhooks::delete))
+        .routes(routes!(webhooks::test))
+        .routes(routes!(namespaces::list))
+        .routes(routes!(namespaces::delete))
+        .routes(routes!(namespaces::restore))
+        .routes(routes!(audit_query::list))
+        .routes(routes!(audit_query::export))
+        .merge(runtime(state))
+        .split_for_parts();
+    (router, openapi::finish(api))
 }
 
 /// What every response passes through, whatever route made it: a request id (the client's
@@ -173,58 +171,33 @@ fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> axum::response:
 
 /// The runtime routes (files, exec and snapshots): every call is audited, under the operation
 /// its method names.
-fn runtime(state: AppState) -> Router<AppState> {
+fn runtime(state: AppState) -> utoipa_axum::router::OpenApiRouter<AppState> {
     use audit::operation as op;
-    Router::new()
-        .route(
-            "/v1/snapshots",
-            post(snapshots::create)
-                .layer(op("snapshot.create"))
-                .merge(get(snapshots::list).layer(op("snapshot.list"))),
+    use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+    use utoipa_axum::routes;
+    let exec_limit = || DefaultBodyLimit::max(exec::EXEC_BODY_LIMIT);
+    OpenApiRouter::new()
+        .routes(routes!(snapshots::create).layer(op("snapshot.create")))
+        .routes(routes!(snapshots::list).layer(op("snapshot.list")))
+        .routes(
+            routes!(snapshots::import).layer((op("snapshot.import"), DefaultBodyLimit::disable())),
         )
-        .route(
-            "/v1/snapshots/import",
-            post(snapshots::import).layer((op("snapshot.import"), DefaultBodyLimit::disable())),
+        .routes(routes!(snapshots::delete).layer(op("snapshot.delete")))
+        .routes(routes!(snapshots::restore).layer(op("snapshot.restore")))
+        .routes(routes!(snapshots::download).layer(op("snapshot.download")))
+        .routes(routes!(exec::exec).layer((op("exec"), exec_limit())))
+        .routes(routes!(exec::exec_text).layer((op("exec"), exec_limit())))
+        .routes(
+            routes!(files::write)
+                .layer((op("write"), DefaultBodyLimit::max(files::WRITE_BODY_LIMIT))),
         )
-        .route(
-            "/v1/snapshots/{id}",
-            delete(snapshots::delete).layer(op("snapshot.delete")),
-        )
-        .route(
-            "/v1/snapshots/{id}/restore",
-            post(snapshots::restore).layer(op("snapshot.restore")),
-        )
-        .route(
-            "/v1/snapshots/{id}/download",
-            get(snapshots::download).layer(op("snapshot.download")),
-        )
-        .route(
-            "/v1/exec",
-            post(exec::exec).layer((op("exec"), DefaultBodyLimit::max(exec::EXEC_BODY_LIMIT))),
-        )
-        .route(
-            "/exec",
-            post(exec::exec_text).layer((op("exec"), DefaultBodyLimit::max(exec::EXEC_BODY_LIMIT))),
-        )
-        .route(
-            "/write",
-            post(files::write).layer((op("write"), DefaultBodyLimit::max(files::WRITE_BODY_LIMIT))),
-        )
-        .route(
-            "/files/{*path}",
-            put(files::upload)
-                .layer((op("upload"), DefaultBodyLimit::disable()))
-                .merge(get(files::download).layer((op("download"), DefaultBodyLimit::disable()))),
-        )
-        .route(
-            "/files/",
-            put(files::root_path)
-                .layer(op("upload"))
-                .merge(get(files::root_path).layer(op("download"))),
-        )
-        .route("/delete", post(files::delete).layer(op("delete")))
-        .route("/v1/files", get(files::list).layer(op("list")))
-        .route("/v1/files/content", get(files::content).layer(op("read")))
+        .routes(routes!(files::upload).layer((op("upload"), DefaultBodyLimit::disable())))
+        .routes(routes!(files::download).layer((op("download"), DefaultBodyLimit::disable())))
+        .routes(routes!(files::upload_root).layer(op("upload")))
+        .routes(routes!(files::download_root).layer(op("download")))
+        .routes(routes!(files::delete).layer(op("delete")))
+        .routes(routes!(files::list).layer(op("list")))
+        .routes(routes!(files::content).layer(op("read")))
         .route_layer(axum::middleware::from_fn_with_state(state, audit::record))
 }
 

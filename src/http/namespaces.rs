@@ -3,50 +3,61 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
 
 use super::extract::{Auth, UrlParams};
+use super::wire::{NamespaceDeleted, NamespaceInfo, NamespaceList, NamespaceRestored};
 use super::{ApiResult, AppState};
 
+/// Every namespace of the workspace with its usage, deleted ones (until purged) included.
+#[utoipa::path(
+    get, path = "/v1/workspaces/{ws}/namespaces", tag = "namespaces",
+    params(("ws" = String, Path, description = "Workspace id")),
+    responses((status = 200, body = NamespaceList)),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
     UrlParams(ws): UrlParams<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<NamespaceList>> {
     let all = state.namespaces.list(&caller, &ws).await?;
-    let namespaces: Vec<Value> = all
-        .iter()
-        .map(|n| {
-            json!({
-                "namespace": n.name,
-                "state": n.state,
-                "file_count": n.files,
-                "bytes": n.bytes,
-                "snapshot_count": n.snapshots,
-                "snapshot_bytes": n.snapshot_bytes,
-                "created_at": n.created_at.to_rfc3339(),
-                "last_activity_at": n.last_activity.map(|t| t.to_rfc3339()),
-                "deleted_at": n.deleted_at.map(|t| t.to_rfc3339()),
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "namespaces": namespaces })))
+    Ok(Json(NamespaceList {
+        namespaces: all.iter().map(NamespaceInfo::from).collect(),
+    }))
 }
 
+/// Deletes a namespace: it refuses calls at once and is purged, snapshots included, after
+/// the grace period.
+#[utoipa::path(
+    delete, path = "/v1/workspaces/{ws}/namespaces/{ns}", tag = "namespaces",
+    params(("ws" = String, Path, description = "Workspace id"), ("ns" = String, Path)),
+    responses((status = 200, body = NamespaceDeleted)),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Auth(caller): Auth,
     UrlParams((ws, ns)): UrlParams<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<NamespaceDeleted>> {
     state.namespaces.delete(&caller, &ws, &ns).await?;
-    Ok(Json(json!({ "namespace": ns, "deleted": true })))
+    Ok(Json(NamespaceDeleted {
+        namespace: ns,
+        deleted: true,
+    }))
 }
 
+/// Brings a deleted namespace back before its purge.
+#[utoipa::path(
+    post, path = "/v1/workspaces/{ws}/namespaces/{ns}/restore", tag = "namespaces",
+    params(("ws" = String, Path, description = "Workspace id"), ("ns" = String, Path)),
+    responses((status = 200, body = NamespaceRestored)),
+)]
 pub async fn restore(
     State(state): State<AppState>,
     Auth(caller): Auth,
     UrlParams((ws, ns)): UrlParams<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<NamespaceRestored>> {
     state.namespaces.restore(&caller, &ws, &ns).await?;
-    Ok(Json(json!({ "namespace": ns, "restored": true })))
+    Ok(Json(NamespaceRestored {
+        namespace: ns,
+        restored: true,
+    }))
 }

@@ -3,20 +3,33 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::error::{ApiError, Problem};
 use super::extract::Auth;
+use super::wire::{Health, NotReady, Ready, ReadyChecks};
 use super::{AppState, edge};
-use crate::db::Scope;
 
 /// Alive: the process answers. Says nothing of its stores (that is `/readyz`).
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, body = Health)),
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// Ready when both stores answer and the node is not fenced off the cluster; 503 otherwise,
 /// with what failed, so a load balancer routes around the node while it recovers.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, body = Ready),
+        (status = 503, body = NotReady, description = "A store does not answer, or the node is fenced"),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let r = state.readiness().await;
     // The reasons may name hosts and buckets: logged for the operator, not told to the
@@ -28,22 +41,41 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             "unreachable"
         }
     };
-    let checks = json!({
-        "database": verdict(&r.database, "database"),
-        "storage": verdict(&r.storage, "storage"),
-        "cluster": if r.fenced { "fenced" } else { "ok" },
-    });
+    let checks = ReadyChecks {
+        database: verdict(&r.database, "database").into(),
+        storage: verdict(&r.storage, "storage").into(),
+        cluster: if r.fenced { "fenced" } else { "ok" }.into(),
+    };
     if r.ready() {
-        Json(json!({ "status": "ready", "checks": checks })).into_response()
+        Json(Ready {
+            status: "ready".into(),
+            checks,
+        })
+        .into_response()
     } else {
-        ApiError::not_ready(checks).into_response()
+        ApiError::not_ready(json!(checks)).into_response()
     }
+}
+
+/// This document.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)),
+)]
+pub async fn openapi_json(
+    axum::Extension(api): axum::Extension<std::sync::Arc<utoipa::openapi::OpenApi>>,
+) -> Json<std::sync::Arc<utoipa::openapi::OpenApi>> {
+    Json(api)
 }
 
 /// The Prometheus exposition, to a bearer of an admin key (of any workspace: the figures are
 /// the process's, and carry no tenant's names).
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)),
+)]
 pub async fn metrics(State(state): State<AppState>, Auth(caller): Auth) -> Response {
-    if caller.key.scope != Scope::Admin {
+    if !caller.is_admin() {
         return ApiError::new(Problem::Forbidden, "Metrics need an admin key").into_response();
     }
     exposition(&state).await

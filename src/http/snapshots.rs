@@ -9,26 +9,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::error::CREATED;
 use super::extract::{QueryParams, Runtime, UrlParams};
+use super::wire::{SnapshotDeleted, SnapshotInfo, SnapshotList, SnapshotRestored};
 use super::{ApiError, ApiResult, AppState};
-use crate::services::snapshots::Snapshot;
 
-fn snapshot_json(s: &Snapshot) -> Value {
-    json!({
-        "snapshot_id": s.id.as_str(),
-        "namespace": s.namespace.as_str(),
-        "label": s.label,
-        "size_bytes": s.size_bytes,
-        "file_count": s.file_count,
-        "created_at": s.created_at.to_rfc3339(),
-        "expires_at": s.expires_at.to_rfc3339(),
-    })
-}
-
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct LabelBody {
     #[serde(default)]
     label: Option<String>,
@@ -50,41 +37,75 @@ fn label_from(body: &Bytes) -> ApiResult<Option<String>> {
     Ok(parsed.label)
 }
 
+/// Snapshots the namespace into object storage (kept for the snapshot retention, 90 days by
+/// default). The body is optional.
+#[utoipa::path(
+    post, path = "/v1/snapshots", tag = "snapshots",
+    request_body(content = Option<LabelBody>, content_type = "application/json"),
+    responses((status = 201, body = SnapshotInfo)),
+)]
 pub async fn create(
     State(state): State<AppState>,
     rt: Runtime,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SnapshotInfo>)> {
     let label = label_from(&body)?;
     let snap = state.snapshots.create(&rt.caller, &rt.ns, label).await?;
-    Ok((CREATED, Json(snapshot_json(&snap))))
+    Ok((CREATED, Json(SnapshotInfo::from(&snap))))
 }
 
-pub async fn list(State(state): State<AppState>, rt: Runtime) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get, path = "/v1/snapshots", tag = "snapshots",
+    responses((status = 200, body = SnapshotList)),
+)]
+pub async fn list(State(state): State<AppState>, rt: Runtime) -> ApiResult<Json<SnapshotList>> {
     let all = state.snapshots.list(&rt.caller, &rt.ns).await?;
-    Ok(Json(json!({
-        "snapshots": all.iter().map(snapshot_json).collect::<Vec<_>>()
-    })))
+    Ok(Json(SnapshotList {
+        snapshots: all.iter().map(SnapshotInfo::from).collect(),
+    }))
 }
 
+/// Replaces the namespace's files with the snapshot's, all or nothing.
+#[utoipa::path(
+    post, path = "/v1/snapshots/{id}/restore", tag = "snapshots",
+    params(("id" = String, Path, description = "Snapshot id")),
+    responses((status = 200, body = SnapshotRestored)),
+)]
 pub async fn restore(
     State(state): State<AppState>,
     rt: Runtime,
     UrlParams(id): UrlParams<String>,
-) -> ApiResult<Json<Value>> {
-    let files = state.snapshots.restore(&rt.caller, &rt.ns, &id).await?;
-    Ok(Json(json!({ "snapshot_id": id, "files_restored": files })))
+) -> ApiResult<Json<SnapshotRestored>> {
+    let files_restored = state.snapshots.restore(&rt.caller, &rt.ns, &id).await?;
+    Ok(Json(SnapshotRestored {
+        snapshot_id: id,
+        files_restored,
+    }))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/snapshots/{id}", tag = "snapshots",
+    params(("id" = String, Path, description = "Snapshot id")),
+    responses((status = 200, body = SnapshotDeleted)),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     rt: Runtime,
     UrlParams(id): UrlParams<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SnapshotDeleted>> {
     state.snapshots.delete(&rt.caller, &rt.ns, &id).await?;
-    Ok(Json(json!({ "snapshot_id": id, "deleted": true })))
+    Ok(Json(SnapshotDeleted {
+        snapshot_id: id,
+        deleted: true,
+    }))
 }
 
+/// The snapshot as a gzipped tar archive (what `/v1/snapshots/import` takes back).
+#[utoipa::path(
+    get, path = "/v1/snapshots/{id}/download", tag = "snapshots",
+    params(("id" = String, Path, description = "Snapshot id")),
+    responses((status = 200, description = "The archive", content_type = "application/gzip", body = Vec<u8>)),
+)]
 pub async fn download(
     State(state): State<AppState>,
     rt: Runtime,
@@ -105,21 +126,29 @@ pub async fn download(
     Ok(resp)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ImportQuery {
+    /// A label for the imported snapshot.
     label: Option<String>,
 }
 
 /// The body is the archive itself (as `…/download` gives it); `?label=` names it.
+#[utoipa::path(
+    post, path = "/v1/snapshots/import", tag = "snapshots",
+    params(ImportQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A gzipped tar archive, as `…/download` gives it"),
+    responses((status = 201, body = SnapshotInfo)),
+)]
 pub async fn import(
     State(state): State<AppState>,
     rt: Runtime,
     QueryParams(q): QueryParams<ImportQuery>,
     body: Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SnapshotInfo>)> {
     let snap = state
         .snapshots
         .import(&rt.caller, &rt.ns, q.label, body.into_data_stream())
         .await?;
-    Ok((CREATED, Json(snapshot_json(&snap))))
+    Ok((CREATED, Json(SnapshotInfo::from(&snap))))
 }

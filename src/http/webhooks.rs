@@ -10,47 +10,43 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::error::CREATED;
 use super::extract::{ApiJson, Auth, QueryParams, UrlParams};
+use super::wire::{WebhookDeleted, WebhookInfo, WebhookList, WebhookTest, WebhookWithSecret};
 use super::{ApiResult, AppState};
 use crate::envelope::envelope;
 use crate::ids::EventId;
-use crate::services::webhooks::{NewWebhook, Webhook};
+use crate::services::webhooks::NewWebhook;
 
-fn webhook_json(w: &Webhook) -> Value {
-    json!({
-        "webhook_id": w.id,
-        "url": w.url,
-        "events": w.events,
-        "namespace": w.namespace.as_ref().map(|n| n.as_str()),
-        "description": w.description,
-        "enabled": w.enabled,
-        "created_at": w.created_at.to_rfc3339(),
-        "last_delivery_ok": w.last_delivery_ok,
-        "last_delivery_at": w.last_delivery_at.map(|t| t.to_rfc3339()),
-        "last_delivery_status": w.last_delivery_status,
-    })
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateWebhook {
+    /// Where deliveries are POSTed (public addresses unless the server allows private ones).
     url: String,
+    /// Event types, or `*` for all [default: all].
     #[serde(default)]
     events: Option<Vec<String>>,
+    /// Only this namespace's events.
     #[serde(default)]
     namespace: Option<String>,
     #[serde(default)]
     description: Option<String>,
 }
 
+/// Subscribes a URL to events; the signing secret is in this answer only.
+#[utoipa::path(
+    post, path = "/v1/workspaces/{ws}/webhooks", tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace id")),
+    request_body = CreateWebhook,
+    responses((status = 201, body = WebhookWithSecret)),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,
     UrlParams(ws): UrlParams<String>,
     ApiJson(body): ApiJson<CreateWebhook>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<WebhookWithSecret>)> {
     let ws = caller.require_admin(&ws, "webhooks")?;
     let req = NewWebhook {
         url: body.url,
@@ -59,55 +55,86 @@ pub async fn create(
         description: body.description,
     };
     let hook = state.webhooks.create(&caller, &ws, req).await?;
-    let mut v = webhook_json(&hook);
-    v["signing_secret"] = Value::String(hook.secret.clone());
-    Ok((CREATED, Json(v)))
+    Ok((
+        CREATED,
+        Json(WebhookWithSecret {
+            webhook: WebhookInfo::from(&hook),
+            signing_secret: hook.secret.clone(),
+        }),
+    ))
 }
 
+#[utoipa::path(
+    get, path = "/v1/workspaces/{ws}/webhooks", tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace id")),
+    responses((status = 200, body = WebhookList)),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
     UrlParams(ws): UrlParams<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WebhookList>> {
     let ws = caller.require_admin(&ws, "webhooks")?;
     let hooks = state.webhooks.list(&ws).await?;
-    Ok(Json(
-        json!({ "webhooks": hooks.iter().map(webhook_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(WebhookList {
+        webhooks: hooks.iter().map(WebhookInfo::from).collect(),
+    }))
 }
 
+/// Unsubscribes; pending deliveries are cancelled.
+#[utoipa::path(
+    delete, path = "/v1/workspaces/{ws}/webhooks/{id}", tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace id"), ("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, body = WebhookDeleted)),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Auth(caller): Auth,
     UrlParams((ws, id)): UrlParams<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WebhookDeleted>> {
     let ws = caller.require_admin(&ws, "webhooks")?;
     state.webhooks.delete(&caller, &ws, &id).await?;
-    Ok(Json(json!({ "webhook_id": id, "deleted": true })))
+    Ok(Json(WebhookDeleted {
+        webhook_id: id,
+        deleted: true,
+    }))
 }
 
+/// Sends a signed test event now and says how the receiver answered.
+#[utoipa::path(
+    post, path = "/v1/workspaces/{ws}/webhooks/{id}/test", tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace id"), ("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, body = WebhookTest)),
+)]
 pub async fn test(
     State(state): State<AppState>,
     Auth(caller): Auth,
     UrlParams((ws, id)): UrlParams<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WebhookTest>> {
     let ws = caller.require_admin(&ws, "webhooks")?;
     let out = state.webhooks.test(&ws, &id).await?;
-    Ok(Json(json!({
-        "ok": out.ok,
-        "status": out.status,
-        "event_id": out.event_id.as_str(),
-        "error": out.error,
-    })))
+    Ok(Json(WebhookTest {
+        ok: out.ok,
+        status: out.status,
+        event_id: out.event_id.as_str().to_owned(),
+        error: out.error,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// Only this namespace's events.
     namespace: Option<String>,
 }
 
 /// Server-sent events: a synthetic `connected` frame, then one single-line JSON envelope per
 /// event committed after the connection opened, LF-framed, with keepalive comments.
+#[utoipa::path(
+    get, path = "/v1/workspaces/{ws}/webhooks/stream", tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace id"), StreamQuery),
+    responses((status = 200, description = "An event stream of envelopes", content_type = "text/event-stream", body = String)),
+)]
 pub async fn stream(
     State(state): State<AppState>,
     Auth(caller): Auth,

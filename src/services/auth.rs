@@ -42,6 +42,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// An admin key, of whichever workspace.
+    pub fn is_admin(&self) -> bool {
+        self.key.scope == Scope::Admin
+    }
+
     /// The hash of the secret this caller presented.
     pub(crate) fn token_hash(&self) -> &[u8; 32] {
         &self.token_hash

@@ -16,7 +16,8 @@ use warren_storage::{BlobStore, Namespace, WorkspaceId};
 
 use super::{Caller, Error, Result, event};
 use crate::coord::{Change, Coordinator};
-use crate::db::{MetaStore, NamespaceUsage, PurgeInventory};
+pub use crate::db::NamespaceUsage;
+use crate::db::{MetaStore, PurgeInventory};
 use crate::event::Event;
 use crate::ids::Micros;
 
