@@ -45,6 +45,9 @@ fn init_logs(format: LogFormat) {
     };
     let statements = tracing_subscriber::filter::Targets::new()
         .with_target("sqlx::query", tracing::Level::DEBUG);
+    // The statement layer goes first: added after the EnvFilter-filtered layer, it received
+    // none of sqlx's events (seen here with tracing-subscriber 0.3; tests/operations.rs would
+    // show it, as the statement histogram would be missing).
     tracing_subscriber::registry()
         .with(warren::metrics::StatementTimings.with_filter(statements))
         .with(logs.with_filter(filter))

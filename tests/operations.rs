@@ -5,22 +5,34 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{ADMIN_KEY, Client, SECRET, ServerProcess};
 
-/// A home directory as root's is: mode 0700, so no other uid can traverse it.
-fn private_home() -> tempfile::TempDir {
+/// A directory of `mode`: 0700 is a home as root's is, which no other uid can traverse; 0711
+/// lets the sandbox uid through to a data directory's `exec/` below it.
+fn tempdir_mode(mode: u32) -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(mode)).unwrap();
     home
 }
 
-fn base_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut env = vec![("WARREN_ADMIN_KEY", ADMIN_KEY), ("WARREN_SECRET", SECRET)];
-    env.extend_from_slice(extra);
-    env
+/// `warren serve` on a loopback port with `data` as its data directory, the fixed admin key
+/// and secret, `flags` and `env` besides; logs in `<home>/warren.log`.
+async fn serve(home: &Path, data: &Path, flags: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flags);
+    let mut all = vec![("WARREN_ADMIN_KEY", ADMIN_KEY), ("WARREN_SECRET", SECRET)];
+    all.extend_from_slice(env);
+    ServerProcess::start(&args, &all, &home.join("warren.log")).await
 }
 
 /// A key locked to namespace `ns`: its plaintext, its id, and a client using it.
@@ -48,21 +60,10 @@ async fn mint(srv: &ServerProcess, ns: &str) -> (String, String, Client) {
 /// and the data directory itself stays closed to other users.
 #[tokio::test]
 async fn exec_works_out_of_the_box_below_a_private_home() {
-    let home = private_home();
+    let home = tempdir_mode(0o700);
     let data = home.path().join("warren-data");
     let logs = home.path().join("warren.log");
-    let srv = ServerProcess::start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &base_env(&[]),
-        &logs,
-    )
-    .await;
+    let srv = serve(home.path(), &data, &[], &[]).await;
     let (_, _, agent) = mint(&srv, "newcomer").await;
     let r = agent
         .exec("echo hello > workspace/greeting.txt && cat workspace/greeting.txt && id -u")
@@ -112,20 +113,9 @@ async fn exec_works_out_of_the_box_below_a_private_home() {
 /// alive; storage back, it is ready again.
 #[tokio::test]
 async fn readiness_follows_the_object_store() {
-    let home = tempfile::tempdir().unwrap();
+    let home = tempdir_mode(0o711);
     let data = home.path().join("data");
-    let srv = ServerProcess::start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &base_env(&[]),
-        &home.path().join("warren.log"),
-    )
-    .await;
+    let srv = serve(home.path(), &data, &[], &[]).await;
     let anonymous = Client::at(&srv.base, None, None);
     let ready = anonymous.get("/readyz").await;
     assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.json);
@@ -173,22 +163,13 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 /// carries no path, namespace or key.
 #[tokio::test]
 async fn metrics_count_what_happened_and_name_no_tenant() {
-    let home = tempfile::tempdir().unwrap();
+    let home = tempdir_mode(0o711);
     let data = home.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o711)).unwrap();
-    let srv = ServerProcess::start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &base_env(&[]),
-        &home.path().join("warren.log"),
+    let srv = serve(
+        home.path(),
+        &data,
+        &["--metrics-listen", "127.0.0.1:0"],
+        &[],
     )
     .await;
     let (key, _, agent) = mint(&srv, "tenant-zeta").await;
@@ -305,17 +286,18 @@ async fn metrics_count_what_happened_and_name_no_tenant() {
 /// debug lines included.
 #[tokio::test]
 async fn json_logs_carry_each_request_once_and_no_secret() {
-    let home = tempfile::tempdir().unwrap();
+    let home = tempdir_mode(0o711);
     let data = home.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o711)).unwrap();
     let logs = home.path().join("warren.log");
+    // This one takes its settings from the environment, as a unit's EnvironmentFile gives them.
     let srv = ServerProcess::start(
         &["serve", "--log-format", "json", "--listen", "127.0.0.1:0"],
-        &base_env(&[
+        &[
+            ("WARREN_ADMIN_KEY", ADMIN_KEY),
+            ("WARREN_SECRET", SECRET),
             ("WARREN_DATA_DIR", data.to_str().unwrap()),
             ("RUST_LOG", "debug"),
-        ]),
+        ],
         &logs,
     )
     .await;

@@ -83,7 +83,7 @@ def main():
             # admin key (both are attacked in the Rust suites).
             for name, key, tags in [
                 ("runtime", tenant, ["files", "exec", "snapshots"]),
-                ("admin", ADMIN_KEY, ["keys", "namespaces", "events", "webhooks", "audit", "operations"]),
+                ("admin", ADMIN_KEY, ["keys", "auth", "namespaces", "events", "webhooks", "audit", "operations"]),
             ]:
                 cmd = [ST, "--config-file", str(config), "run", base + "/openapi.json",
                        "-H", f"Authorization: Bearer {key}", "--checks", CHECKS,
@@ -95,7 +95,8 @@ def main():
                 for t in tags:
                     cmd += ["--include-tag", t]
                 print(f"==> schemathesis, {name} operations, {SECONDS}s", flush=True)
-                r = subprocess.run(cmd, capture_output=True, text=True)
+                # In the temporary directory: schemathesis keeps a cache where it runs.
+                r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
                 tail = r.stdout.strip().splitlines()
                 print("\n".join(tail[-40:]))
                 print(f"schemathesis {name} pass: exit {r.returncode}", flush=True)
