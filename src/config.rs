@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// Prometheus scrapes from. On the main address it needs an admin key.
     #[arg(long, env = "WARREN_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The URL clients reach this server at (`https://warren.example.com`), for the links
+    /// it hands out: the browser-login page [default: http://<the address it listens on>].
+    #[arg(long, env = "WARREN_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
     /// Let webhooks target loopback, private and link-local addresses (off: public only).
     #[arg(long, env = "WARREN_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
@@ -255,6 +259,15 @@ pub fn default_exec_dir(data_dir: &std::path::Path) -> PathBuf {
 /// The fallback exec root; `/var/lib` is root's and traversable on every Linux distribution.
 pub const SYSTEM_EXEC_ROOT: &str = "/var/lib/warren-exec";
 
+fn parse_public_url(s: &str) -> Result<String, String> {
+    match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(s.trim_end_matches('/').to_owned())
+        }
+        _ => Err(format!("{s:?} is not an http(s) URL")),
+    }
+}
+
 fn parse_proxy(s: &str) -> Result<String, String> {
     reqwest::Proxy::all(s)
         .map(|_| s.to_owned())
@@ -288,6 +301,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `--metrics-listen`: an unauthenticated `/metrics` listener, if any.
     pub metrics_listen: Option<SocketAddr>,
+    /// `--public-url`; without it, derived from the address the server listens on.
+    pub public_url: Option<String>,
+    /// How long a browser login of the CLI waits for its approval.
+    pub device_login_ttl: Duration,
     pub data_dir: PathBuf,
     pub database_url: String,
     pub storage_url: String,
@@ -316,6 +333,8 @@ impl Config {
         Ok(Self {
             listen: args.listen,
             metrics_listen: args.metrics_listen,
+            public_url: args.public_url,
+            device_login_ttl: crate::services::device::DeviceSettings::default().ttl,
             database_url,
             storage_url,
             data_dir,

@@ -177,7 +177,8 @@ pub fn webhook_queue_depth(depth: u64) {
     gauge!("warren_webhook_queue_depth").set(depth as f64);
 }
 
-/// `sweep` is one of a fixed set: "purge", "snapshots", "orphans", "journal", "logs".
+/// `sweep` is one of a fixed set: "purge", "snapshots", "orphans", "journal", "device_logins",
+/// "logs".
 pub fn sweeper_run(sweep: &'static str, ok: bool) {
     let result = if ok { "ok" } else { "error" };
     counter!("warren_sweeper_runs_total", "sweep" => sweep, "result" => result).increment(1);

@@ -86,6 +86,12 @@ impl Server {
             Some(c) => c.clone(),
             None => crate::coord::InProcess::new(),
         };
+        // Bound before the services are built: the links they hand out name its address.
+        let listener = TcpListener::bind(config.listen).await?;
+        let public_url = match &config.public_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
         let services = Arc::new(Services::new(
             meta,
             blobs,
@@ -97,12 +103,16 @@ impl Server {
                 sandbox,
                 exec: &config.exec,
                 snapshot_retention: config.retention.snapshots,
+                device: crate::services::device::DeviceSettings {
+                    ttl: config.device_login_ttl,
+                    public_url,
+                    ..Default::default()
+                },
             },
         ));
         let generated_admin_key = bootstrap_admin_key(config, &services, &ws).await?;
         services.namespaces.load().await?;
 
-        let listener = TcpListener::bind(config.listen).await?;
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,

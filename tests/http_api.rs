@@ -666,11 +666,9 @@ async fn unknown_routes_and_methods_answer_json_without_redirects() {
         );
         assert!(!r.detail().is_empty(), "{path}");
     }
-    // Not offered: device login (the CLI reads 404 as "no browser login") and open signup.
-    for path in ["/v1/auth/device/start", "/v1/workspaces"] {
-        let r = srv.anonymous().post(path, Value::Null).await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
-    }
+    // Not offered: open signup. (Device login is: tests/device_login.rs.)
+    let r = srv.anonymous().post("/v1/workspaces", Value::Null).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = a.get("/write").await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.detail(), "Method Not Allowed");

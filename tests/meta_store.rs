@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use warren::coord::{Coordinator, DeleteLock, InProcess, NamespaceLock, WriteLock};
 use warren::db::{
-    AttemptResult, AuditPos, AuditQuery, AuditRecord, Entry, EntryKind, Error, EventQuery,
-    EventRecord, FileWrite, KeyRecord, LeaseToken, LogPos, MetaStore, NewEvent, NewKey,
-    PurgeInventory, Scope, SnapshotRecord, Swept, TreeChanges, TreeOp, Webhook,
+    ApprovedLogin, AttemptResult, AuditPos, AuditQuery, AuditRecord, DeviceDecision, DevicePoll,
+    Entry, EntryKind, Error, EventQuery, EventRecord, FileWrite, KeyRecord, LeaseToken, LogPos,
+    MetaStore, NewDeviceLogin, NewEvent, NewKey, PurgeInventory, Scope, SnapshotRecord, Swept,
+    TreeChanges, TreeOp, Webhook,
 };
 use warren::ids::{EventId, KeyId, Micros};
 use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
@@ -1878,6 +1879,155 @@ async fn postgres() -> Fixture {
     )
 }
 
+/// A pending browser login with codes hashed from `tag`, expiring `ttl` after `now`.
+fn login(tag: u8, now: Micros, ttl: i64) -> NewDeviceLogin {
+    NewDeviceLogin {
+        device_hash: [tag; 32],
+        user_hash: [tag ^ 0xff; 32],
+        created_at: now,
+        expires_at: Micros(now.0 + ttl),
+    }
+}
+
+fn approval(ns: Option<&str>) -> DeviceDecision {
+    DeviceDecision::Approve(ApprovedLogin {
+        workspace: ws().as_str().to_owned(),
+        namespace: ns.map(str::to_owned),
+        key_name: "laptop".into(),
+        approved_by: "key-approver".into(),
+    })
+}
+
+/// A browser login goes pending → approved → taken once → expired; a denied one stays denied
+/// until it expires; codes are unique; only pending, unexpired logins can be decided; the
+/// sweep removes what expired.
+async fn device_logins_are_decided_once_and_taken_once(store: Arc<dyn MetaStore>) {
+    setup(&*store).await;
+    let now = Micros::now();
+    let minute = 60_000_000;
+    let a = login(1, now, minute);
+    assert!(store.insert_device_login(&a).await.unwrap());
+    assert!(
+        !store.insert_device_login(&a).await.unwrap(),
+        "a taken code"
+    );
+    let mut same_user_code = login(2, now, minute);
+    same_user_code.user_hash = a.user_hash;
+    assert!(!store.insert_device_login(&same_user_code).await.unwrap());
+    assert_eq!(store.count_pending_device_logins(now).await.unwrap(), 1);
+
+    assert_eq!(
+        store.poll_device_login(&a.device_hash, now).await.unwrap(),
+        DevicePoll::Pending
+    );
+    assert_eq!(
+        store.pending_device_login(&a.user_hash, now).await.unwrap(),
+        Some(a.expires_at)
+    );
+    assert!(
+        store
+            .decide_device_login(&a.user_hash, &approval(Some("ns1")), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .decide_device_login(&a.user_hash, &DeviceDecision::Deny, now)
+            .await
+            .unwrap(),
+        "decided already"
+    );
+    assert_eq!(
+        store.pending_device_login(&a.user_hash, now).await.unwrap(),
+        None
+    );
+    let DevicePoll::Approved(got) = store.poll_device_login(&a.device_hash, now).await.unwrap()
+    else {
+        panic!("not approved");
+    };
+    assert_eq!(got.namespace.as_deref(), Some("ns1"));
+    assert_eq!(
+        (got.key_name.as_str(), got.approved_by.as_str()),
+        ("laptop", "key-approver")
+    );
+    assert_eq!(
+        store.poll_device_login(&a.device_hash, now).await.unwrap(),
+        DevicePoll::Expired,
+        "taken once"
+    );
+
+    let b = login(3, now, minute);
+    store.insert_device_login(&b).await.unwrap();
+    assert!(
+        store
+            .decide_device_login(&b.user_hash, &DeviceDecision::Deny, now)
+            .await
+            .unwrap()
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            store.poll_device_login(&b.device_hash, now).await.unwrap(),
+            DevicePoll::Denied
+        );
+    }
+
+    // Past its expiry a login is gone for every purpose, before any sweep.
+    let c = login(4, now, 1_000);
+    store.insert_device_login(&c).await.unwrap();
+    let later = Micros(now.0 + 2_000);
+    assert_eq!(store.count_pending_device_logins(later).await.unwrap(), 0);
+    assert!(
+        !store
+            .decide_device_login(&c.user_hash, &approval(None), later)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .poll_device_login(&c.device_hash, later)
+            .await
+            .unwrap(),
+        DevicePoll::Expired
+    );
+    assert_eq!(
+        store.poll_device_login(&[9; 32], now).await.unwrap(),
+        DevicePoll::Expired,
+        "unknown"
+    );
+    assert_eq!(store.sweep_device_logins(later).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .sweep_device_logins(Micros(now.0 + 2 * minute))
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+/// Two nodes polling one approved login at once: exactly one of them takes it.
+async fn two_handles_take_an_approved_login_once(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    setup(&*a).await;
+    let now = Micros::now();
+    for tag in 0..20u8 {
+        let l = login(tag, now, 60_000_000);
+        a.insert_device_login(&l).await.unwrap();
+        assert!(
+            b.decide_device_login(&l.user_hash, &approval(None), now)
+                .await
+                .unwrap()
+        );
+        let (x, y) = tokio::join!(
+            a.poll_device_login(&l.device_hash, now),
+            b.poll_device_login(&l.device_hash, now)
+        );
+        let taken = [x.unwrap(), y.unwrap()]
+            .iter()
+            .filter(|p| matches!(p, DevicePoll::Approved(_)))
+            .count();
+        assert_eq!(taken, 1, "login {tag}");
+    }
+}
+
 macro_rules! stores {
     ($($store:ident),*) => {
         $(mod $store {
@@ -1915,6 +2065,7 @@ macro_rules! stores {
             case!(audit_trail_filters_and_pages);
             case!(retention_sweeps_in_bounded_batches);
             case!(close_lets_pending_writes_finish);
+            case!(device_logins_are_decided_once_and_taken_once);
         })*
     };
 }
@@ -1964,6 +2115,7 @@ macro_rules! pairs {
             case!(two_handles_poll_every_event_once);
             case!(two_handles_never_share_a_claim);
             case!(a_stale_lease_cannot_finish_on_any_handle);
+            case!(two_handles_take_an_approved_login_once);
         })*
     };
 }

@@ -35,6 +35,8 @@ pub fn config(dir: &Path) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         metrics_listen: None,
+        public_url: None,
+        device_login_ttl: std::time::Duration::from_secs(600),
         data_dir: dir.to_owned(),
         database_url: database_url(dir),
         storage_url: format!("file://{}", dir.join("objects").display()),

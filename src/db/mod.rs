@@ -929,6 +929,77 @@ pub trait ClusterStore: Send + Sync {
     async fn behind(&self, me: &str, t: Micros, alive: std::time::Duration) -> Result<Vec<String>>;
 }
 
+/// A browser login of the CLI just started: both codes as HMACs, never as given.
+#[derive(Debug, Clone)]
+pub struct NewDeviceLogin {
+    pub device_hash: [u8; 32],
+    pub user_hash: [u8; 32],
+    pub created_at: Micros,
+    pub expires_at: Micros,
+}
+
+/// The key an approval asks for: minted when the CLI's poll takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovedLogin {
+    pub workspace: String,
+    /// The namespace the key is locked to, if any.
+    pub namespace: Option<String>,
+    pub key_name: String,
+    /// The admin key that approved, credited with the key's creation.
+    pub approved_by: String,
+}
+
+/// What an operator decided about a pending login.
+#[derive(Debug, Clone)]
+pub enum DeviceDecision {
+    Approve(ApprovedLogin),
+    Deny,
+}
+
+/// What a poll finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DevicePoll {
+    Pending,
+    /// Taken by this poll, and by no other: the login is spent.
+    Approved(ApprovedLogin),
+    Denied,
+    /// Unknown, expired or already taken.
+    Expired,
+}
+
+/// Browser logins in flight (spec §5.2). Every method is one statement or one transaction, so
+/// two nodes polling or deciding the same login agree on what happened.
+#[async_trait]
+pub trait DeviceLogins: Send + Sync {
+    /// Records a pending login; false, recording nothing, if either code is taken already
+    /// (the caller draws new ones).
+    async fn insert_device_login(&self, login: &NewDeviceLogin) -> Result<bool>;
+
+    /// When the pending, unexpired login with this user code expires, if there is one.
+    async fn pending_device_login(
+        &self,
+        user_hash: &[u8; 32],
+        now: Micros,
+    ) -> Result<Option<Micros>>;
+
+    /// Decides a pending, unexpired login; false, changing nothing, if there is none.
+    async fn decide_device_login(
+        &self,
+        user_hash: &[u8; 32],
+        decision: &DeviceDecision,
+        now: Micros,
+    ) -> Result<bool>;
+
+    /// The login with this device code as of `now`; an approved one is handed out once.
+    async fn poll_device_login(&self, device_hash: &[u8; 32], now: Micros) -> Result<DevicePoll>;
+
+    /// Pending, unexpired logins: what the cap on them counts.
+    async fn count_pending_device_logins(&self, now: Micros) -> Result<u64>;
+
+    /// Removes logins that expired before `cutoff`; how many.
+    async fn sweep_device_logins(&self, cutoff: Micros) -> Result<u64>;
+}
+
 /// Everything Warren keeps in its database; one implementation per backend, opened by [`open`]
 /// and run through the one suite in `tests/meta_store.rs`, which pins every method's contract
 /// (concurrent appenders and pollers, lease fencing and sweeps included).
@@ -942,6 +1013,7 @@ pub trait MetaStore:
     + EventLog
     + WebhookOutbox
     + AuditLog
+    + DeviceLogins
     + Send
     + Sync
     + 'static

@@ -131,3 +131,41 @@ where
         last_activity: r.last_activity.map(Micros),
     })
 }
+
+pub(super) const DEVICE_COLUMNS: &str = "state, workspace_id, namespace, key_name, approved_by";
+
+/// A login as stored: its state and, once approved, what to mint.
+#[derive(FromRow)]
+pub(super) struct DeviceRow {
+    state: String,
+    workspace_id: Option<String>,
+    namespace: Option<String>,
+    key_name: Option<String>,
+    approved_by: Option<String>,
+}
+
+/// What a poll answers for a login read while unexpired (`None`: unknown or expired).
+pub(super) fn device_poll(row: Option<DeviceRow>) -> super::DevicePoll {
+    use super::{ApprovedLogin, DevicePoll};
+    let Some(row) = row else {
+        return DevicePoll::Expired;
+    };
+    match (
+        row.state.as_str(),
+        row.workspace_id,
+        row.key_name,
+        row.approved_by,
+    ) {
+        ("pending", ..) => DevicePoll::Pending,
+        ("denied", ..) => DevicePoll::Denied,
+        ("approved", Some(workspace), Some(key_name), Some(approved_by)) => {
+            DevicePoll::Approved(ApprovedLogin {
+                workspace,
+                namespace: row.namespace,
+                key_name,
+                approved_by,
+            })
+        }
+        _ => DevicePoll::Expired,
+    }
+}

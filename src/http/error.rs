@@ -23,6 +23,8 @@ pub enum Problem {
     /// Well-formed input the call cannot take (wrong shape, bad value, bad cursor).
     Unprocessable,
     Timeout,
+    /// A rate or count limit; retry after `Retry-After`.
+    TooManyRequests,
     /// This server cannot do it (no sandbox on this host); retrying will not help.
     Unavailable,
     /// Momentarily impossible; the same call may succeed after `Retry-After`.
@@ -42,13 +44,14 @@ const fn status(p: Problem) -> StatusCode {
         Problem::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Problem::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
         Problem::Timeout => StatusCode::REQUEST_TIMEOUT,
+        Problem::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         Problem::Unavailable | Problem::Busy => StatusCode::SERVICE_UNAVAILABLE,
         Problem::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 impl Problem {
-    const ALL: [Problem; 12] = [
+    const ALL: [Problem; 13] = [
         Problem::BadRequest,
         Problem::Unauthorized,
         Problem::Forbidden,
@@ -58,6 +61,7 @@ impl Problem {
         Problem::Conflict,
         Problem::TooLarge,
         Problem::Unprocessable,
+        Problem::TooManyRequests,
         Problem::Internal,
         Problem::Unavailable,
         Problem::Busy,
@@ -74,6 +78,7 @@ impl Problem {
             Problem::TooLarge => "The body exceeds its limit",
             Problem::Unprocessable => "Well-formed input the call cannot take",
             Problem::Timeout => "The command ran past its time limit",
+            Problem::TooManyRequests => "A limit was reached; retry after Retry-After seconds",
             Problem::Unavailable | Problem::Busy => {
                 "Cannot be done now (busy or unreachable stores: see Retry-After), or not on \
                  this server (no sandbox)"
@@ -102,8 +107,10 @@ pub const CREATED: StatusCode = StatusCode::CREATED;
 /// (nginx's 499, "client closed request"); never sent.
 pub const CLIENT_CLOSED: u16 = 499;
 
-/// What a client told to retry waits, in seconds.
+/// What a client told to retry waits, in seconds: a busy store clears quickly, a rate limit
+/// does not.
 const RETRY_AFTER_SECS: u32 = 1;
+const RETRY_AFTER_LIMIT_SECS: u32 = 60;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -155,6 +162,7 @@ impl From<services::Error> for ApiError {
             E::TooLarge(_) => Problem::TooLarge,
             E::Unprocessable(_) => Problem::Unprocessable,
             E::Timeout(_) => Problem::Timeout,
+            E::TooManyRequests(_) => Problem::TooManyRequests,
             E::Unavailable(_) => Problem::Unavailable,
             E::Busy(_) => Problem::Busy,
             E::Internal(_) => {
@@ -172,10 +180,15 @@ impl IntoResponse for ApiError {
         let mut body = self.extra;
         body.insert("detail".into(), json!(self.detail));
         let mut response = (status(self.problem), Json(body)).into_response();
-        if self.problem == Problem::Busy {
+        let retry_after = match self.problem {
+            Problem::Busy => Some(RETRY_AFTER_SECS),
+            Problem::TooManyRequests => Some(RETRY_AFTER_LIMIT_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECS.into());
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
     }

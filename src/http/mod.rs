@@ -3,6 +3,7 @@
 
 mod audit;
 mod audit_query;
+mod device;
 mod error;
 mod events;
 mod exec;
@@ -42,11 +43,6 @@ pub fn router(state: AppState) -> Router {
     edge(routes)
 }
 
-/// The OpenAPI document of [`router`]: what `/openapi.json` serves.
-pub fn openapi(state: AppState) -> utoipa::openapi::OpenApi {
-    routes(state).1
-}
-
 fn routes(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use utoipa_axum::router::OpenApiRouter;
     use utoipa_axum::routes;
@@ -56,6 +52,10 @@ fn routes(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_json))
         .routes(routes!(keys::me))
+        .routes(routes!(device::start))
+        .routes(routes!(device::poll))
+        .routes(routes!(device::approve))
+        .routes(routes!(device::deny))
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::rotate))

@@ -26,6 +26,7 @@ use super::wire;
         (name = "exec", description = "Commands in a sandbox that sees only the namespace"),
         (name = "snapshots", description = "Point-in-time copies in object storage"),
         (name = "keys", description = "API keys (admin)"),
+        (name = "auth", description = "Browser login of the CLI: the device-code flow"),
         (name = "namespaces", description = "Namespace lifecycle (admin)"),
         (name = "events", description = "The event feed"),
         (name = "webhooks", description = "Signed event deliveries and the live stream (admin)"),

@@ -366,3 +366,35 @@ pub struct AuditPage {
     pub records: Vec<AuditEntry>,
     pub next_cursor: Option<String>,
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceStarted {
+    /// The CLI's secret for polling; never shown.
+    pub device_code: String,
+    /// What the person confirms in the browser (`ABCD-1234`).
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: String,
+    /// Seconds between polls.
+    pub interval: u64,
+    /// Seconds the login waits for its approval.
+    pub expires_in: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DevicePolled {
+    /// `pending`, `approved`, `denied` or `expired`.
+    pub status: String,
+    /// With `approved` only, once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// With `approved` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceDecided {
+    /// `approved` or `denied`.
+    pub status: String,
+}

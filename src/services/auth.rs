@@ -224,8 +224,45 @@ impl Keys {
         req: KeyRequest,
     ) -> Result<(KeyRecord, String)> {
         let plaintext = Self::generate();
-        let record = self.insert(caller, ws, req, &plaintext, false).await?;
+        let by = caller.map(|c| &c.key.id);
+        let record = self.insert(by, ws, req, &plaintext, false).await?;
         Ok((record, plaintext))
+    }
+
+    /// Mints a key whose creation `by` (an admin key that approved a browser login, say)
+    /// is credited with, though `by` is not the caller now.
+    pub(crate) async fn mint_for(
+        &self,
+        by: &KeyId,
+        ws: &WorkspaceId,
+        req: KeyRequest,
+    ) -> Result<(KeyRecord, String)> {
+        let plaintext = Self::generate();
+        let record = self.insert(Some(by), ws, req, &plaintext, false).await?;
+        Ok((record, plaintext))
+    }
+
+    /// Whether `req` could be minted: its name and namespace, checked as minting checks them.
+    pub(crate) fn check_request(req: &KeyRequest) -> Result<(String, Option<Namespace>, Scope)> {
+        let name = req.name.trim();
+        if name.is_empty() || name.chars().count() > MAX_KEY_NAME || name.contains(char::is_control)
+        {
+            return Err(Error::BadRequest(format!(
+                "key name must be 1-{MAX_KEY_NAME} characters without control characters"
+            )));
+        }
+        if req.admin && req.namespace.is_some() {
+            return Err(Error::BadRequest(
+                "an admin key cannot be locked to a namespace".into(),
+            ));
+        }
+        let namespace = req.namespace.as_deref().map(Namespace::parse).transpose()?;
+        let scope = if req.admin {
+            Scope::Admin
+        } else {
+            Scope::Workspace
+        };
+        Ok((name.to_owned(), namespace, scope))
     }
 
     /// Installs the admin key the operator configured (`WARREN_ADMIN_KEY` or `admin.key`) and
@@ -276,36 +313,20 @@ impl Keys {
         Ok(())
     }
 
+    /// Stores a new key; its `key.created` event is credited to `by`.
     async fn insert(
         &self,
-        caller: Option<&Caller>,
+        by: Option<&KeyId>,
         ws: &WorkspaceId,
         req: KeyRequest,
         plaintext: &str,
         bootstrap: bool,
     ) -> Result<KeyRecord> {
-        let name = req.name.trim();
-        if name.is_empty() || name.chars().count() > MAX_KEY_NAME || name.contains(char::is_control)
-        {
-            return Err(Error::BadRequest(format!(
-                "key name must be 1-{MAX_KEY_NAME} characters without control characters"
-            )));
-        }
-        if req.admin && req.namespace.is_some() {
-            return Err(Error::BadRequest(
-                "an admin key cannot be locked to a namespace".into(),
-            ));
-        }
-        let namespace = req.namespace.as_deref().map(Namespace::parse).transpose()?;
-        let scope = if req.admin {
-            Scope::Admin
-        } else {
-            Scope::Workspace
-        };
+        let (name, namespace, scope) = Self::check_request(&req)?;
         let record = KeyRecord {
             id: KeyId::random(),
             workspace: ws.clone(),
-            name: name.to_owned(),
+            name,
             prefix: plaintext.chars().take(DISPLAY_PREFIX_LEN).collect(),
             scope,
             namespace,
@@ -313,8 +334,8 @@ impl Keys {
             last_used_at: None,
             bootstrap,
         };
-        let ev = event(
-            caller,
+        let mut ev = event(
+            None,
             ws,
             None,
             Event::KeyCreated {
@@ -324,6 +345,7 @@ impl Keys {
                 namespace: record.namespace.as_ref().map(|n| n.to_string()),
             },
         );
+        ev.key_id = by.cloned();
         let new = NewKey {
             record,
             hash: self.hash(plaintext),

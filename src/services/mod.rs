@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod device;
 pub mod events;
 pub mod exec;
 pub mod files;
@@ -58,6 +59,9 @@ pub enum Error {
     /// The command ran past its time limit.
     #[error("{0}")]
     Timeout(String),
+    /// A limit on how often, or how much at once, was reached; retrying later may succeed.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// This server cannot do it (no sandbox on this host).
     #[error("{0}")]
     Unavailable(String),
@@ -120,6 +124,8 @@ pub struct Services {
     pub webhooks: Arc<Webhooks>,
     pub audit: Arc<Audit>,
     pub namespaces: Arc<Namespaces>,
+    /// Browser logins of the CLI.
+    pub device: device::DeviceFlow,
     /// The execs and streams in flight (exposed for its test hook).
     pub running: Arc<running::Running>,
     pub default_workspace: WorkspaceId,
@@ -138,6 +144,7 @@ pub struct ServiceSettings<'a> {
     pub sandbox: std::result::Result<warren_exec::Sandbox, warren_exec::Unavailable>,
     pub exec: &'a exec::ExecSettings,
     pub snapshot_retention: std::time::Duration,
+    pub device: device::DeviceSettings,
 }
 
 impl Services {
@@ -154,6 +161,7 @@ impl Services {
             sandbox,
             exec,
             snapshot_retention,
+            device,
         } = settings;
         let running = Arc::new(running::Running::default());
         let keys = Arc::new(Keys::new(
@@ -180,6 +188,7 @@ impl Services {
         let reactor: Arc<dyn Reactor> = reactions.clone();
         coord.set_reactor(Arc::downgrade(&reactor));
         Self {
+            device: device::DeviceFlow::new(Arc::clone(&meta), Arc::clone(&keys), secret, device),
             keys,
             files: Files::new(Arc::clone(&meta), blobs.clone(), Arc::clone(&coord)),
             snapshots: Arc::new(Snapshots::new(

@@ -209,6 +209,11 @@ async fn sweep_while_leading(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "tree journal prune failed"),
         }
+        let logins = meta.sweep_device_logins(Micros::now()).await;
+        sweeper_run("device_logins", logins.is_ok());
+        if let Err(e) = logins {
+            tracing::warn!(error = %e, "expired browser logins sweep failed");
+        }
         let logs = sweep(meta, settings.events, Micros::now(), false).await;
         sweeper_run("logs", logs.is_ok());
         match logs {

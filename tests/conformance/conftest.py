@@ -117,12 +117,11 @@ class Alternator:
     the node answers likewise, and the client opens a new connection for the next request,
     which goes to the other node."""
 
-    def __init__(self, backends: list[tuple[str, int]]):
+    def __init__(self):
         import asyncio
         import threading
 
-        self.backends = backends
-        self.sent = [0] * len(backends)
+        self.route_to([])
         self._next = 0
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -138,6 +137,12 @@ class Alternator:
         self._thread.start()
         ready.wait(10)
         self.url = f"http://127.0.0.1:{self.port}"
+
+    def route_to(self, backends: list[tuple[str, int]]):
+        """The nodes requests alternate between (set once they listen: they are started
+        knowing the proxy's URL, the public one)."""
+        self.backends = backends
+        self.sent = [0] * len(backends)
 
     @staticmethod
     def _without_connection_headers(head: bytes, close: bool) -> bytes:
@@ -280,12 +285,15 @@ def warren():
             return
         assert os.environ.get("WARREN_TEST_PG_URL"), "a cluster needs PostgreSQL"
         first = Path(tmp) / "node-0"
+        proxy = Alternator()
         shared = {
             "WARREN_DATABASE": pg_database_for(first),
             "WARREN_STORAGE": os.environ.get("WARREN_STORAGE") or f"file://{tmp}/objects",
+            # The links the nodes hand out (browser login) name the proxy, as behind a balancer.
+            "WARREN_PUBLIC_URL": proxy.url,
         }
         nodes = [start_warren(Path(tmp) / f"node-{i}", shared) for i in range(conformance_nodes())]
-        proxy = Alternator([("127.0.0.1", int(n.base_url.rsplit(":", 1)[1])) for n in nodes])
+        proxy.route_to([("127.0.0.1", int(n.base_url.rsplit(":", 1)[1])) for n in nodes])
         yield Warren(proxy.url, ADMIN_KEY, nodes[0].workspace_id, nodes[0].data_dir, nodes[0].process)
         proxy.close()
         # Every node served a fair share: the suite really ran across the cluster.

@@ -18,6 +18,7 @@ use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
 
 mod audit;
 mod cluster;
+mod device;
 mod events;
 mod keys;
 mod namespaces;

@@ -17,6 +17,7 @@ use warren_storage::{Namespace, NsPath, SnapshotId, WorkspaceId};
 
 mod audit;
 mod conns;
+mod device;
 mod events;
 mod keys;
 mod namespaces;
