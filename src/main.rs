@@ -57,6 +57,8 @@ fn init_logs(format: LogFormat) {
 async fn serve(args: warren::config::ServeArgs) -> Result<(), warren::server::BoxError> {
     let config = Config::from_args(args)?;
     let server = Server::start(&config).await?;
+    // Before the address is printed: whoever reads it may signal at once.
+    let shutdown = shutdown_signal();
     let ws = &server.services.default_workspace;
     if let Some(key) = &server.generated_admin_key {
         println!(
@@ -72,7 +74,7 @@ async fn serve(args: warren::config::ServeArgs) -> Result<(), warren::server::Bo
         "warren listening on http://{} (workspace {ws})",
         server.local_addr()?
     );
-    server.run(shutdown_signal()).await
+    server.run(shutdown).await
 }
 
 async fn reindex(args: ReindexArgs) -> Result<(), warren::server::BoxError> {

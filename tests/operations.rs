@@ -395,3 +395,15 @@ async fn json_logs_carry_each_request_once_and_no_secret() {
         assert!(!text.contains(secret), "the logs hold a secret: {secret}");
     }
 }
+
+/// A supervisor may signal as soon as the server says where it listens: SIGTERM right after
+/// the address line still drains and exits 0 (the handlers used to be installed only later,
+/// so such a signal killed the process).
+#[tokio::test]
+async fn a_sigterm_right_after_the_address_line_is_a_clean_stop() {
+    for _ in 0..5 {
+        let home = tempdir_mode(0o711);
+        let srv = serve(home.path(), &home.path().join("data"), &[], &[]).await;
+        assert!(srv.stop().await.success());
+    }
+}
