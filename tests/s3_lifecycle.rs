@@ -129,6 +129,12 @@ async fn the_documented_lifecycle_rules_are_the_installed_ones() {
     );
     let storage = format!("s3://{bucket}/warren");
     let dir = tempfile::tempdir().unwrap();
+    // Traversable, so the working copies stay beside the data (not in /var/lib/warren-exec).
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
     let data = dir.path().join("data");
     // The binary, started as an operator starts it: the defaults, on this storage.
     let srv = support::ServerProcess::start(
